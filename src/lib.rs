@@ -1,0 +1,9 @@
+//! polyvtd core: dtypes, codecs, weight stores, kernels, layers, the volumetric network, training,
+//! the GPU backend. Dependencies point down this list (python → train → network → layers →
+//! kernels/gpu → weights → codec → dtype/activation/error).
+
+pub mod activation;
+pub mod codec;
+pub mod dtype;
+pub mod error;
+pub mod weights;

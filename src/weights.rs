@@ -1,0 +1,293 @@
+//! WeightStore: the FP32 master of one weight tensor, its cached morphed (packed) versions and
+//! the dtype the owning layer computes with.
+//!
+//! Standard codec: every version gets its own scale, computed from the master for that dtype.
+//! Loom codec: one shared scale chosen by the first non-float32 morph and reused afterwards
+//! (the reference's behaviour, quirk 1), so Loom checkpoints round-trip bit for bit.
+
+use crate::codec::{self, Codec, Packed};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Debug, Clone)]
+pub struct WeightStore {
+    master: Option<Vec<f32>>,
+    shape: Vec<usize>,
+    codec: Codec,
+    /// The dtype the owning layer computes with.
+    active: DType,
+    versions: BTreeMap<DType, Arc<Packed>>,
+    /// Loom codec only: the shared scale (starts at 1.0 = "not chosen yet").
+    loom_scale: f32,
+    /// Changes whenever the master changes (GPU copies of float32 weights are keyed by it).
+    generation: u64,
+}
+
+/// What kernels read: the float32 master itself or a packed version.
+#[derive(Clone, Copy)]
+pub enum WeightView<'a> {
+    F32(&'a [f32]),
+    Packed(&'a Packed),
+}
+
+impl WeightView<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            WeightView::F32(w) => w.len(),
+            WeightView::Packed(p) => p.n,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn dtype(&self) -> DType {
+        match self {
+            WeightView::F32(_) => DType::Float32,
+            WeightView::Packed(p) => p.dtype,
+        }
+    }
+    /// Values [start, start + out.len()) as f32 (a copy for float32, a decode otherwise).
+    pub fn decode_into(&self, start: usize, out: &mut [f32]) {
+        match self {
+            WeightView::F32(w) => out.copy_from_slice(&w[start..start + out.len()]),
+            WeightView::Packed(p) => p.decode_into(start, out),
+        }
+    }
+}
+
+impl WeightStore {
+    pub fn new(master: Vec<f32>, shape: Vec<usize>, codec: Codec) -> Result<WeightStore> {
+        let count: usize = shape.iter().product();
+        if count != master.len() {
+            return Err(Error::Shape(format!(
+                "weight shape {shape:?} holds {count} values, got {}",
+                master.len()
+            )));
+        }
+        Ok(WeightStore {
+            master: Some(master),
+            shape,
+            codec,
+            active: DType::Float32,
+            versions: BTreeMap::new(),
+            loom_scale: 1.0,
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// Install a version read from a checkpoint as the active one (the master is rebuilt from it).
+    pub fn from_packed(packed: Packed, shape: Vec<usize>) -> Result<WeightStore> {
+        let mut store = WeightStore::new(packed.decode_all(), shape, packed.codec)?;
+        if packed.codec == Codec::Loom && packed.dtype != DType::Float32 {
+            store.loom_scale = packed.scale;
+        }
+        store.active = packed.dtype;
+        if packed.dtype != DType::Float32 {
+            store.versions.insert(packed.dtype, Arc::new(packed));
+        }
+        Ok(store)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+    pub fn dtype(&self) -> DType {
+        self.active
+    }
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    pub fn has_master(&self) -> bool {
+        self.master.is_some()
+    }
+
+    pub fn master(&self) -> Result<&[f32]> {
+        self.master.as_deref().ok_or_else(|| {
+            Error::Value("the FP32 master was released; call unpack(dtype) to rebuild it".into())
+        })
+    }
+
+    /// The packed version for `dtype`, creating it from the master if needed.
+    pub fn version(&mut self, dtype: DType) -> Result<Arc<Packed>> {
+        if let Some(p) = self.versions.get(&dtype) {
+            return Ok(p.clone());
+        }
+        let master = self.master.as_deref().ok_or_else(|| {
+            Error::Value("the FP32 master was released; call unpack(dtype) to rebuild it".into())
+        })?;
+        let packed = match self.codec {
+            Codec::Standard => codec::encode_standard(master, dtype),
+            Codec::Loom => {
+                // The reference never changes a float32 store's scale, and chooses one only
+                // while it is still exactly 1.0.
+                if dtype != DType::Float32 && self.loom_scale == 1.0 && !master.is_empty() {
+                    self.loom_scale = codec::loom_auto_scale(master, dtype);
+                }
+                codec::encode_loom(master, dtype, self.loom_scale)
+            }
+        };
+        let packed = Arc::new(packed);
+        self.versions.insert(dtype, packed.clone());
+        Ok(packed)
+    }
+
+    /// Make `dtype` the one the layer computes with (creating its packed version).
+    pub fn morph(&mut self, dtype: DType) -> Result<()> {
+        if dtype != DType::Float32 {
+            self.version(dtype)?;
+        } else if self.master.is_none() {
+            return Err(Error::Value(
+                "cannot morph to float32: the FP32 master was released; unpack first".into(),
+            ));
+        }
+        self.active = dtype;
+        Ok(())
+    }
+
+    /// The scale of a dtype's version (1.0 for the float types and float32).
+    pub fn scale(&mut self, dtype: DType) -> Result<f32> {
+        if dtype == DType::Float32 {
+            return Ok(1.0);
+        }
+        Ok(self.version(dtype)?.scale)
+    }
+
+    /// Exactly the values a layer computing in `dtype` uses.
+    pub fn dequantize(&mut self, dtype: DType) -> Result<Vec<f32>> {
+        if dtype == DType::Float32 {
+            return Ok(self.master()?.to_vec());
+        }
+        Ok(self.version(dtype)?.decode_all())
+    }
+
+    /// Rebuild the master from `dtype`'s version; other versions are dropped (they were made from
+    /// the old master), this one is kept.
+    pub fn unpack(&mut self, dtype: DType) -> Result<()> {
+        if dtype == DType::Float32 {
+            self.master()?;
+            return Ok(());
+        }
+        let packed = self.version(dtype)?;
+        self.master = Some(packed.decode_all());
+        self.versions.retain(|d, _| *d == dtype);
+        self.generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Drop the FP32 master (inference-only): memory is then the packed version alone.
+    pub fn release_master(&mut self) -> Result<()> {
+        if self.active == DType::Float32 {
+            return Err(Error::Value(
+                "float32 weights are the master itself; morph to another dtype before releasing it".into(),
+            ));
+        }
+        self.version(self.active)?;
+        self.versions.retain(|d, _| *d == self.active);
+        self.master = None;
+        Ok(())
+    }
+
+    /// Bytes the weights take when stored as `dtype` (codes + scale/zero point).
+    pub fn size_in_bytes(&self, dtype: DType) -> usize {
+        if dtype == DType::Float32 {
+            4 * self.len()
+        } else {
+            self.versions.get(&dtype).map(|p| p.size_in_bytes()).unwrap_or_else(|| {
+                let meta = match dtype.family() {
+                    crate::dtype::Family::Float => 0,
+                    crate::dtype::Family::Unsigned => 12,
+                    _ => 4,
+                };
+                dtype.packed_bytes(self.len()) + meta
+            })
+        }
+    }
+
+    /// Bytes held right now: the master (if kept) plus every cached packed version.
+    pub fn memory_bytes(&self) -> usize {
+        self.master.as_ref().map_or(0, |m| 4 * m.len())
+            + self.versions.values().map(|p| p.bytes.len()).sum::<usize>()
+    }
+
+    /// What kernels read for the active dtype.
+    pub fn view(&self) -> Result<WeightView<'_>> {
+        if self.active == DType::Float32 {
+            return Ok(WeightView::F32(self.master()?));
+        }
+        match self.versions.get(&self.active) {
+            Some(p) => Ok(WeightView::Packed(p)),
+            None => Err(Error::Value(format!("no {} version; morph first", self.active))),
+        }
+    }
+
+    /// Apply `update` to the master (training), then re-morph the active dtype so the layer keeps
+    /// computing from fresh packed codes (quantisation-aware training).
+    pub fn update_master(&mut self, update: impl FnOnce(&mut [f32])) -> Result<()> {
+        let master = self.master.as_mut().ok_or_else(|| {
+            Error::Value("cannot train: the FP32 master was released; unpack first".into())
+        })?;
+        update(master);
+        self.versions.clear();
+        self.generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+        if self.active != DType::Float32 {
+            self.version(self.active)?;
+        }
+        Ok(())
+    }
+
+    /// Replace the master wholesale (e.g. restoring last good weights).
+    pub fn set_master(&mut self, values: Vec<f32>) -> Result<()> {
+        if values.len() != self.len() {
+            return Err(Error::Shape(format!(
+                "new master has {} values, the store holds {}",
+                values.len(),
+                self.len()
+            )));
+        }
+        self.master = Some(values);
+        self.update_master(|_| {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn morph_release_unpack_cycle() {
+        let w: Vec<f32> = (0..64).map(|i| (i as f32 - 31.5) / 10.0).collect();
+        let mut s = WeightStore::new(w.clone(), vec![8, 8], Codec::Standard).unwrap();
+        s.morph(DType::Int4).unwrap();
+        let deq = s.dequantize(DType::Int4).unwrap();
+        s.release_master().unwrap();
+        assert_eq!(s.memory_bytes(), 32);
+        assert!(s.morph(DType::Float32).is_err());
+        s.unpack(DType::Int4).unwrap();
+        assert_eq!(s.master().unwrap(), &deq[..]);
+    }
+
+    #[test]
+    fn update_remorphs_active_dtype() {
+        let mut s = WeightStore::new(vec![0.5, -0.25, 1.0, 0.0], vec![4], Codec::Standard).unwrap();
+        s.morph(DType::Int8).unwrap();
+        let before = s.view().unwrap().len();
+        s.update_master(|m| m[0] = -2.0).unwrap();
+        let deq = s.dequantize(DType::Int8).unwrap();
+        assert_eq!(before, 4);
+        assert_eq!(deq[0], -2.0);
+    }
+}
