@@ -1,0 +1,44 @@
+//! CPU math. `Schedule` picks the loop structure — never the result: `Normal` is plain loops with
+//! f64 accumulators, `Tiled` cache-blocked on one core, `Parallel` the same blocks spread over all
+//! cores with rayon (fixed block boundaries, so results do not depend on the thread count).
+
+pub mod dense;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Schedule {
+    Normal,
+    Tiled,
+    Parallel,
+}
+
+impl Schedule {
+    pub const ALL: [Schedule; 3] = [Schedule::Normal, Schedule::Tiled, Schedule::Parallel];
+
+    pub fn parse(name: &str) -> Result<Schedule> {
+        match name.to_ascii_lowercase().as_str() {
+            "normal" => Ok(Schedule::Normal),
+            "tiled" => Ok(Schedule::Tiled),
+            "parallel" => Ok(Schedule::Parallel),
+            _ => Err(Error::Value(format!(
+                "unknown mode {name:?}; expected 'normal', 'tiled' or 'parallel'"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Normal => "normal",
+            Schedule::Tiled => "tiled",
+            Schedule::Parallel => "parallel",
+        }
+    }
+
+    fn gemm_parallelism(self) -> gemm::Parallelism {
+        match self {
+            Schedule::Parallel => gemm::Parallelism::Rayon(0),
+            _ => gemm::Parallelism::None,
+        }
+    }
+}

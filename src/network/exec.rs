@@ -1,0 +1,65 @@
+//! Passes over the grid in traversal order (flat index order: z, y, x, l; reference network.md §3):
+//! inference, the training forward that keeps what backward needs, and the backward pass.
+
+use super::{Coord, VolumetricNetwork};
+use crate::error::{Error, Result};
+use crate::kernels::Schedule;
+use crate::layers::{Device, Grads, Layer, Saved};
+use std::sync::Arc;
+
+fn check_width(c: Coord, layer: &Layer, got: usize, batch: usize) -> Result<()> {
+    if got != batch * layer.input_size() {
+        return Err(Error::Shape(format!(
+            "layer at {c} ({}) expects input width {}, got {} values for batch {batch}",
+            layer.type_name(),
+            layer.input_size(),
+            got
+        )));
+    }
+    Ok(())
+}
+
+/// Forward for inference: each layer gets the previous layer's post-activation output.
+pub fn infer(net: &VolumetricNetwork, x: &[f32], batch: usize, schedule: Schedule, device: Device) -> Result<Vec<f32>> {
+    let mut current: Option<Vec<f32>> = None;
+    for (c, layer) in net.active() {
+        let input = current.as_deref().unwrap_or(x);
+        check_width(c, layer, input.len(), batch)?;
+        current = Some(layer.infer(input, batch, schedule, device)?);
+    }
+    Ok(current.unwrap_or_else(|| x.to_vec()))
+}
+
+/// One layer's record from a training forward.
+pub struct Step {
+    pub coord: Coord,
+    pub layer: Arc<Layer>,
+    pub saved: Saved,
+}
+
+/// Training forward: returns each active layer's record; the network output is the last `post`.
+pub fn forward_train(net: &VolumetricNetwork, x: &[f32], batch: usize, schedule: Schedule) -> Result<Vec<Step>> {
+    let mut steps: Vec<Step> = Vec::new();
+    for (c, layer) in net.active() {
+        let input = steps.last().map_or(x, |s| &s.saved.post[..]);
+        check_width(c, layer, input.len(), batch)?;
+        let saved = layer.forward_train(input, batch, schedule)?;
+        steps.push(Step { coord: c, layer: layer.clone(), saved });
+    }
+    Ok(steps)
+}
+
+/// Backward over the records in reverse order; returns each layer's parameter gradients (in
+/// forward order, matching `Layer::params`) and the gradient with respect to the network input.
+pub fn backward(steps: &[Step], x: &[f32], grad_out: Vec<f32>, batch: usize, schedule: Schedule) -> Result<(Vec<Vec<Vec<f32>>>, Vec<f32>)> {
+    let mut param_grads = Vec::with_capacity(steps.len());
+    let mut grad = grad_out;
+    for (i, step) in steps.iter().enumerate().rev() {
+        let input = if i == 0 { x } else { &steps[i - 1].saved.post[..] };
+        let Grads { input: grad_input, params } = step.layer.backward(input, &step.saved, &grad, batch, schedule)?;
+        grad = grad_input;
+        param_grads.push(params);
+    }
+    param_grads.reverse();
+    Ok((param_grads, grad))
+}

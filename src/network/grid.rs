@@ -1,0 +1,176 @@
+//! VolumetricNetwork: depth × rows × cols cells of `layers_per_cell` slots, addressed (z, y, x, l)
+//! and stored flat (index = z·R·C·L + y·C·L + x·L + l, reference network.md §1). Empty slots pass
+//! the tensor through (the reference crashes on them); every coordinate is range-checked.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::layers::Layer;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Coord {
+    pub z: usize,
+    pub y: usize,
+    pub x: usize,
+    pub l: usize,
+}
+
+impl std::fmt::Display for Coord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({},{},{},{})", self.z, self.y, self.x, self.l)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub layer: Arc<Layer>,
+    pub disabled: bool,
+}
+
+/// Largest number of slots a grid may have (guards against absurd specs eating memory).
+const MAX_SLOTS: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct VolumetricNetwork {
+    pub depth: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub layers_per_cell: usize,
+    slots: Vec<Option<Slot>>,
+}
+
+impl VolumetricNetwork {
+    pub fn new(depth: usize, rows: usize, cols: usize, layers_per_cell: usize) -> Result<VolumetricNetwork> {
+        for (name, v) in [("depth", depth), ("rows", rows), ("cols", cols), ("layers_per_cell", layers_per_cell)] {
+            if v == 0 {
+                return Err(Error::Spec(format!("grid field {name:?} must be ≥ 1, got 0")));
+            }
+        }
+        let total = depth
+            .checked_mul(rows)
+            .and_then(|v| v.checked_mul(cols))
+            .and_then(|v| v.checked_mul(layers_per_cell))
+            .filter(|&t| t <= MAX_SLOTS)
+            .ok_or_else(|| Error::Spec(format!("grid {depth}×{rows}×{cols}×{layers_per_cell} has more than {MAX_SLOTS} slots")))?;
+        Ok(VolumetricNetwork { depth, rows, cols, layers_per_cell, slots: vec![None; total] })
+    }
+
+    /// Flat index of a coordinate; each component is checked against its own dimension.
+    pub fn index(&self, c: Coord) -> Result<usize> {
+        let dims = [(c.z, self.depth, "z"), (c.y, self.rows, "y"), (c.x, self.cols, "x"), (c.l, self.layers_per_cell, "l")];
+        for (v, limit, name) in dims {
+            if v >= limit {
+                return Err(Error::Spec(format!(
+                    "coordinate {c} is outside the {}×{}×{}×{} grid ({name} must be < {limit})",
+                    self.depth, self.rows, self.cols, self.layers_per_cell
+                )));
+            }
+        }
+        Ok(((c.z * self.rows + c.y) * self.cols + c.x) * self.layers_per_cell + c.l)
+    }
+
+    pub fn coord_of(&self, index: usize) -> Coord {
+        let l = index % self.layers_per_cell;
+        let rest = index / self.layers_per_cell;
+        let x = rest % self.cols;
+        let rest = rest / self.cols;
+        Coord { z: rest / self.rows, y: rest % self.rows, x, l }
+    }
+
+    pub fn set_layer(&mut self, c: Coord, layer: Arc<Layer>) -> Result<()> {
+        let i = self.index(c)?;
+        self.slots[i] = Some(Slot { layer, disabled: false });
+        Ok(())
+    }
+
+    pub fn clear(&mut self, c: Coord) -> Result<()> {
+        let i = self.index(c)?;
+        self.slots[i] = None;
+        Ok(())
+    }
+
+    pub fn slot(&self, c: Coord) -> Result<Option<&Slot>> {
+        Ok(self.slots[self.index(c)?].as_ref())
+    }
+
+    pub fn set_disabled(&mut self, c: Coord, disabled: bool) -> Result<()> {
+        let i = self.index(c)?;
+        match &mut self.slots[i] {
+            Some(slot) => {
+                slot.disabled = disabled;
+                Ok(())
+            }
+            None => Err(Error::Spec(format!("no layer at {c}"))),
+        }
+    }
+
+    /// Occupied slots in traversal (flat index) order, disabled ones included.
+    pub fn occupied(&self) -> impl Iterator<Item = (Coord, &Slot)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (self.coord_of(i), s)))
+    }
+
+    /// The layers a pass runs through: occupied, enabled, in traversal order.
+    pub fn active(&self) -> impl Iterator<Item = (Coord, &Arc<Layer>)> {
+        self.occupied().filter(|(_, s)| !s.disabled).map(|(c, s)| (c, &s.layer))
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.occupied()
+            .flat_map(|(_, s)| s.layer.params())
+            .map(|p| p.read().unwrap().len())
+            .sum()
+    }
+
+    /// Bytes the weights hold right now (masters kept + packed versions).
+    pub fn memory_bytes(&self) -> usize {
+        self.occupied()
+            .flat_map(|(_, s)| s.layer.params())
+            .map(|p| p.read().unwrap().memory_bytes())
+            .sum()
+    }
+
+    /// Morph every layer's weights (not biases) to `dtype`.
+    pub fn morph_all(&self, dtype: DType) -> Result<()> {
+        for (_, slot) in self.occupied() {
+            for p in slot.layer.morphable() {
+                p.write().unwrap().morph(dtype)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Input and output width of the whole pass (first and last active layer).
+    pub fn io_sizes(&self) -> Option<(usize, usize)> {
+        let first = self.active().next()?.1.input_size();
+        let last = self.active().last()?.1.output_size();
+        Some((first, last))
+    }
+
+    /// Check that consecutive active layers agree on widths; names both coordinates if not.
+    pub fn validate_chain(&self) -> Result<()> {
+        let mut previous: Option<(Coord, usize)> = None;
+        for (c, layer) in self.active() {
+            if let Some((pc, width)) = previous {
+                if layer.input_size() != width {
+                    return Err(Error::Spec(format!(
+                        "layer at {c} ({}) expects input width {} but the layer before it at {pc} outputs {width}",
+                        layer.type_name(),
+                        layer.input_size()
+                    )));
+                }
+            }
+            previous = Some((c, layer.output_size()));
+        }
+        Ok(())
+    }
+
+    /// A copy with fresh weight buffers (no sharing with `self`).
+    pub fn deep_clone(&self) -> VolumetricNetwork {
+        let slots = self
+            .slots
+            .iter()
+            .map(|s| s.as_ref().map(|s| Slot { layer: Arc::new(s.layer.deep_clone()), disabled: s.disabled }))
+            .collect();
+        VolumetricNetwork { slots, ..*self }
+    }
+}
