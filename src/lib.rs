@@ -6,9 +6,13 @@ pub mod activation;
 pub mod codec;
 pub mod dtype;
 pub mod error;
+pub mod gpu;
 pub mod kernels;
 pub mod layers;
 pub mod network;
 pub mod rng;
 pub mod train;
 pub mod weights;
+
+#[cfg(feature = "python")]
+mod python;

@@ -1,0 +1,39 @@
+"""polyvtd: a volumetric neural engine — 3-D grids of layers whose weights live in any of 21
+dtypes and are computed from their packed form, on the CPU (three schedules) or a GPU (wgpu)."""
+
+from . import _core, layers
+from ._core import Layer, TrainingResult, WeightStore, dtypes, gpu_available, gpu_info
+from .errors import (
+    DTypeError,
+    FileError,
+    GpuError,
+    GpuUnavailableError,
+    InputError,
+    ModelLoadError,
+    PolyError,
+    ShapeError,
+    SpecError,
+)
+from .network import VolumetricNetwork
+
+__version__ = _core.__version__
+
+__all__ = [
+    "VolumetricNetwork",
+    "WeightStore",
+    "Layer",
+    "TrainingResult",
+    "layers",
+    "dtypes",
+    "gpu_available",
+    "gpu_info",
+    "PolyError",
+    "ShapeError",
+    "SpecError",
+    "DTypeError",
+    "InputError",
+    "FileError",
+    "ModelLoadError",
+    "GpuError",
+    "GpuUnavailableError",
+]

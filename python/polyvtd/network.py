@@ -1,0 +1,227 @@
+"""VolumetricNetwork: the public face of the native grid (polyvtd._core.Network). Adds spec
+loading from dicts, JSON text or files, class-index targets, progress bars and notebook display."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from . import _core
+from ._arrays import as_input
+from .errors import InputError, SpecError
+
+SpecLike = Union[dict, str, "os.PathLike[str]"]
+
+
+def _spec_text(spec: SpecLike) -> str:
+    if isinstance(spec, dict):
+        return json.dumps(spec)
+    if isinstance(spec, os.PathLike):
+        path = os.fspath(spec)
+    elif isinstance(spec, str):
+        if spec.lstrip().startswith("{"):
+            return spec
+        path = spec
+    else:
+        raise SpecError(f"spec must be a dict, JSON text or a file path, got {type(spec).__name__}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise SpecError(f"cannot read network spec file {path!r}: {exc.strerror}") from None
+
+
+class VolumetricNetwork:
+    """A 3-D grid (depth × rows × cols) of cells, each holding ``layers_per_cell`` layer slots
+    addressed (z, y, x, l). A forward pass runs the occupied, enabled slots in flat order
+    (z, then y, then x, then l), each layer taking the previous one's output."""
+
+    def __init__(self, depth: int = 1, rows: int = 1, cols: int = 1, layers_per_cell: int = 1):
+        self._net = _core.Network(depth, rows, cols, layers_per_cell)
+
+    @classmethod
+    def _wrap(cls, native: "_core.Network") -> "VolumetricNetwork":
+        net = cls.__new__(cls)
+        net._net = native
+        return net
+
+    @classmethod
+    def from_spec(cls, spec: SpecLike, *, seed: int = 0, compat: str = "standard") -> "VolumetricNetwork":
+        """Build from the reference engine's build JSON: a dict, JSON text or a file path.
+        Weights are initialised from ``seed`` (the build JSON carries none)."""
+        return cls._wrap(_core.Network.from_json(_spec_text(spec), seed=seed, compat=compat))
+
+    def to_spec(self) -> dict:
+        """The build JSON as a dict (layer structure, activations and dtypes; no weights)."""
+        return json.loads(self._net.to_json())
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        return self._net.to_json(indent)
+
+    # --- grid -------------------------------------------------------------------------------
+    @property
+    def dims(self) -> tuple:
+        """(depth, rows, cols, layers_per_cell)."""
+        return self._net.dims
+
+    def layer(self, z: int, y: int, x: int, l: int) -> Optional[_core.Layer]:
+        """The layer at (z, y, x, l) (shared: morphing its weights changes the network), or None."""
+        return self._net.layer(z, y, x, l)
+
+    def set_layer(self, z: int, y: int, x: int, l: int, layer: _core.Layer) -> None:
+        self._net.set_layer(z, y, x, l, layer)
+
+    def clear_layer(self, z: int, y: int, x: int, l: int) -> None:
+        self._net.clear_layer(z, y, x, l)
+
+    def set_disabled(self, z: int, y: int, x: int, l: int, disabled: bool = True) -> None:
+        """Disabled layers are skipped: the tensor passes through unchanged."""
+        self._net.set_disabled(z, y, x, l, disabled)
+
+    def layers(self) -> list:
+        """[((z, y, x, l), layer)] for every occupied slot, in traversal order."""
+        return [((z, y, x, l), self._net.layer(z, y, x, l)) for z, y, x, l, *_ in self._net.summary()]
+
+    # --- compute ----------------------------------------------------------------------------
+    def forward(self, x, *, mode: str = "parallel", device: str = "cpu") -> np.ndarray:
+        """Run ``x`` ([batch, features] or [features]) through the grid; returns [batch, out].
+        float32 C-contiguous input is read in place (no copy). ``mode``: "normal", "tiled" or
+        "parallel"; ``device``: "cpu" or "gpu"."""
+        return self._net.forward(as_input(x), mode=mode, device=device)
+
+    __call__ = forward
+
+    def morph_all(self, dtype: str) -> None:
+        """Convert every layer's weights to ``dtype`` (the FP32 masters are kept)."""
+        self._net.morph_all(dtype)
+
+    @property
+    def num_params(self) -> int:
+        return self._net.num_params
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes the weights hold now: FP32 masters plus packed versions."""
+        return self._net.memory_bytes
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the weights in the dtypes the layers compute with."""
+        return sum(row[7] for row in self._net.summary())
+
+    def copy(self) -> "VolumetricNetwork":
+        """A deep copy (its own weight buffers)."""
+        return self._wrap(self._net.deep_copy())
+
+    def train(
+        self,
+        inputs,
+        targets,
+        *,
+        epochs: int = 10,
+        lr: float = 0.01,
+        batch_size: int = 32,
+        loss: str = "mse",
+        optimizer: str = "sgd",
+        momentum: float = 0.9,
+        betas: tuple = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Optional[float] = None,
+        clip_norm: Optional[float] = None,
+        schedule: Union[None, str, dict] = None,
+        mode: str = "parallel",
+        device: str = "cpu",
+        seed: int = 0,
+        shuffle: bool = True,
+        progress: bool = False,
+        on_epoch: Optional[Callable[[int, float, float], Any]] = None,
+    ) -> "_core.TrainingResult":
+        """Train by backprop on mini-batches; returns a TrainingResult.
+
+        ``loss``: "mse" or "cross_entropy" (softmax over logits, PyTorch semantics; targets may
+        be one-hot/probabilities [batch, classes] or class indices [batch]).
+        ``optimizer``: "sgd", "momentum", "adam", "adamw", "rmsprop".
+        ``schedule``: None, "cosine", "linear", "step", "exponential", or a dict such as
+        ``{"type": "cosine", "warmup_steps": 10, "min_lr": 1e-4}`` (step: ``step_size``,
+        ``gamma``). ``clip_norm`` clips the global L2 norm of the gradients.
+        A NaN/inf loss or gradient stops training cleanly (``result.stopped_early`` says why)
+        with the last good weights in place.
+        """
+        if device != "cpu":
+            raise InputError(
+                f"device={device!r}: training runs on the CPU in this release; use forward(device='gpu') for GPU inference"
+            )
+        x = as_input(inputs, "inputs")
+        t = self._targets(targets, loss, x)
+        sched = schedule if isinstance(schedule, dict) else ({"type": schedule} if schedule else {})
+        unknown = set(sched) - {"type", "step_size", "gamma", "warmup_steps", "min_lr"}
+        if unknown:
+            raise InputError(f"unknown schedule options {sorted(unknown)}")
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=int(epochs), desc="train", unit="epoch")
+
+        def report(epoch, epoch_loss, seconds):
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{epoch_loss:.4g}")
+            if on_epoch is not None:
+                on_epoch(epoch, epoch_loss, seconds)
+
+        try:
+            return self._net.train(
+                x, t, int(epochs), float(lr), int(batch_size), loss, optimizer, float(momentum),
+                float(betas[0]), float(betas[1]), float(eps), weight_decay, clip_norm,
+                sched.get("type"), int(sched.get("step_size", 0)), float(sched.get("gamma", 0.1)),
+                int(sched.get("warmup_steps", 0)), float(sched.get("min_lr", 0.0)), mode, int(seed),
+                bool(shuffle), report,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _targets(self, targets, loss: str, x: np.ndarray) -> np.ndarray:
+        t = np.asarray(targets)
+        sizes = self._net.io_sizes
+        out_width = sizes[1] if sizes else 0
+        is_ce = loss.lower() in ("cross_entropy", "crossentropy", "ce")
+        if is_ce and t.ndim == 1 and np.issubdtype(t.dtype, np.integer):
+            if t.size and (t.min() < 0 or t.max() >= out_width):
+                raise InputError(f"class index out of range [0, {out_width}): got {t.min()}..{t.max()}")
+            onehot = np.zeros((t.shape[0], out_width), dtype=np.float32)
+            onehot[np.arange(t.shape[0]), t] = 1.0
+            return onehot
+        t = as_input(t, "targets")
+        if t.ndim == 1 and x.ndim == 2 and t.shape[0] == x.shape[0]:
+            t = t.reshape(-1, 1)
+        return t
+
+    # --- display ----------------------------------------------------------------------------
+    def _rows(self):
+        for z, y, x, l, kind, dtype, shape, nbytes, disabled in self._net.summary():
+            yield (f"({z},{y},{x},{l})", kind + (" (disabled)" if disabled else ""), dtype,
+                   "×".join(map(str, shape)) or "-", nbytes)
+
+    def __repr__(self) -> str:
+        d, r, c, l = self.dims
+        lines = [f"VolumetricNetwork({d}×{r}×{c}×{l}, {self.num_params:,} params, "
+                 f"{self.weight_bytes:,} weight bytes)"]
+        for coord, kind, dtype, shape, nbytes in self._rows():
+            lines.append(f"  {coord:<12} {kind:<10} {dtype:<9} {shape:<12} {nbytes:>12,} B")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        d, r, c, l = self.dims
+        head = "".join(f"<th>{h}</th>" for h in ("coordinate", "type", "dtype", "shape", "bytes"))
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (coord, kind, dtype, shape, f"{n:,}")) + "</tr>"
+            for coord, kind, dtype, shape, n in self._rows()
+        )
+        return (f"<div><b>VolumetricNetwork</b> {d}×{r}×{c}×{l} · {self.num_params:,} params · "
+                f"{self.weight_bytes:,} weight bytes<table><tr>{head}</tr>{body}</table></div>")

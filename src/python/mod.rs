@@ -1,0 +1,26 @@
+//! The PyO3 bindings: the only code that knows Python. Each exposed class has its own file;
+//! errors.rs maps core errors to the exception classes defined in python/polyvtd/errors.py.
+
+mod arrays;
+mod errors;
+mod gpu;
+mod layer;
+mod network;
+mod weights;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+#[pyo3(name = "_core")]
+fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<weights::PyWeightStore>()?;
+    m.add_class::<layer::PyLayer>()?;
+    m.add_class::<network::PyNetwork>()?;
+    m.add_class::<network::PyTrainingResult>()?;
+    m.add_function(wrap_pyfunction!(gpu::gpu_available, m)?)?;
+    m.add_function(wrap_pyfunction!(gpu::gpu_info, m)?)?;
+    m.add_function(wrap_pyfunction!(weights::dtypes, m)?)?;
+    m.add_function(wrap_pyfunction!(arrays::borrowed_data_ptr, m)?)?;
+    Ok(())
+}
