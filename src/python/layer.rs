@@ -112,6 +112,46 @@ impl PyLayer {
         to_numpy(py, y, &[batch, self.inner.output_size()])
     }
 
+    /// Gradients for upstream gradient `grad_out` at input `x`: (grad_input, [grad per
+    /// parameter: weights [out, in], then bias if any]). Runs the training forward first.
+    #[pyo3(signature = (x, grad_out, mode = "parallel"))]
+    fn backward<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArrayDyn<'py, f32>,
+        grad_out: PyReadonlyArrayDyn<'py, f32>,
+        mode: &str,
+    ) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, Vec<Bound<'py, PyArrayDyn<f32>>>)> {
+        let schedule = Schedule::parse(mode).py()?;
+        let (data, batch, width) = rows(&x, "input").py()?;
+        let (grad, grad_batch, grad_width) = rows(&grad_out, "grad_out").py()?;
+        let layer = self.inner.clone();
+        let grads = py
+            .detach(|| {
+                guarded(|| {
+                    if width != layer.input_size() || grad_batch != batch || grad_width != layer.output_size() {
+                        return Err(crate::error::Error::Shape(format!(
+                            "{} backward expects x [{batch}, {}] and grad_out [{batch}, {}], got [{batch}, {width}] and [{grad_batch}, {grad_width}]",
+                            layer.type_name(),
+                            layer.input_size(),
+                            layer.output_size()
+                        )));
+                    }
+                    let saved = layer.forward_train(data, batch, schedule)?;
+                    layer.backward(data, &saved, grad, batch, schedule)
+                })
+            })
+            .py()?;
+        let shapes: Vec<Vec<usize>> = self.inner.params().iter().map(|p| p.read().unwrap().shape().to_vec()).collect();
+        let params = grads
+            .params
+            .into_iter()
+            .zip(shapes)
+            .map(|(g, shape)| to_numpy(py, g, &shape))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok((to_numpy(py, grads.input, &[batch, self.inner.input_size()])?, params))
+    }
+
     /// The layer's build-JSON entry (as a JSON string; coordinates 0).
     fn spec_json(&self) -> String {
         spec::layer_to_value(&self.inner, Coord { z: 0, y: 0, x: 0, l: 0 }, false).to_string()
