@@ -150,20 +150,30 @@ impl Packed {
     }
 
     fn decode_lut(&self, start: usize, out: &mut [f32]) {
-        let per_byte = 8 / self.dtype.bits();
+        match 8 / self.dtype.bits() {
+            1 => self.decode_lut_fixed::<1>(start, out),
+            2 => self.decode_lut_fixed::<2>(start, out),
+            4 => self.decode_lut_fixed::<4>(start, out),
+            _ => self.decode_lut_fixed::<8>(start, out),
+        }
+    }
+
+    /// `PER_BYTE` values per byte, known at compile time so each byte is one fixed-size copy.
+    fn decode_lut_fixed<const PER_BYTE: usize>(&self, start: usize, out: &mut [f32]) {
         let mut i = 0;
         // Head: elements before the next byte boundary.
-        while i < out.len() && (start + i) % per_byte != 0 {
+        while i < out.len() && (start + i) % PER_BYTE != 0 {
             out[i] = self.value_of_code(self.code(start + i));
             i += 1;
         }
-        let mut byte = (start + i) / per_byte;
-        while i + per_byte <= out.len() {
-            let base = self.bytes[byte] as usize * per_byte;
-            out[i..i + per_byte].copy_from_slice(&self.lut[base..base + per_byte]);
-            i += per_byte;
-            byte += 1;
+        let first_byte = (start + i) / PER_BYTE;
+        let whole = (out.len() - i) / PER_BYTE;
+        let lut: &[[f32; PER_BYTE]] = bytemuck::cast_slice(&self.lut);
+        let body = &mut out[i..i + whole * PER_BYTE];
+        for (chunk, &byte) in body.chunks_exact_mut(PER_BYTE).zip(&self.bytes[first_byte..first_byte + whole]) {
+            chunk.copy_from_slice(&lut[byte as usize]);
         }
+        i += whole * PER_BYTE;
         while i < out.len() {
             out[i] = self.value_of_code(self.code(start + i));
             i += 1;

@@ -125,6 +125,9 @@ pub fn forward(x: &[f32], b: usize, k: usize, w: WeightView, n: usize, schedule:
         }
         return y;
     }
+    if super::gemv::applies(w, k, b) {
+        return super::gemv::forward(x, b, k, w, n, schedule);
+    }
     let lhs = Operand { data: x, rs: k, cs: 1 };
     if let WeightView::F32(weights) = w {
         let rhs = Operand { data: weights, rs: 1, cs: k };

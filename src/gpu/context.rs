@@ -1,0 +1,295 @@
+//! The process-wide GPU context: instance, adapter choice (POLYVTD_ADAPTER), a device with the
+//! adapter's own limits, buffer helpers, and device errors turned into `Error` values.
+
+use super::cache::{PipelineCache, WeightCache};
+use super::GpuInfo;
+use crate::error::{Error, Result};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
+use wgpu::util::DeviceExt;
+
+pub(crate) struct Context {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: GpuInfo,
+    pub limits: wgpu::Limits,
+    pub weights: Mutex<WeightCache>,
+    pub pipelines: Mutex<PipelineCache>,
+    /// Set by the device-lost callback; every later call fails with its message.
+    lost: Arc<Mutex<Option<String>>>,
+    /// An error raised outside our error scopes (wgpu's default handler would panic).
+    uncaptured: Arc<Mutex<Option<String>>>,
+}
+
+static CONTEXT: OnceLock<std::result::Result<Context, String>> = OnceLock::new();
+
+/// The context, created on first use. A failure is remembered: adapters do not appear later.
+pub(crate) fn context() -> Result<&'static Context> {
+    CONTEXT
+        .get_or_init(|| {
+            // A driver that panics inside wgpu must not take the caller's process down.
+            std::panic::catch_unwind(create)
+                .unwrap_or_else(|_| Err("no GPU adapter found: GPU initialisation panicked".into()))
+        })
+        .as_ref()
+        .map_err(|message| Error::GpuUnavailable(message.clone()))
+}
+
+/// Locks a mutex, ignoring poison: every guarded value here stays consistent between statements.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn create() -> std::result::Result<Context, String> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let wanted = std::env::var("POLYVTD_ADAPTER")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let adapter = pollster::block_on(select_adapter(&instance, wanted.as_deref()))?;
+    let adapter_info = adapter.get_info();
+    let limits = adapter.limits();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("polyvtd"),
+        required_limits: limits.clone(),
+        ..Default::default()
+    }))
+    .map_err(|e| {
+        format!(
+            "GPU adapter {:?} refused to open a device: {e}",
+            adapter_info.name
+        )
+    })?;
+
+    let lost = Arc::new(Mutex::new(None));
+    let lost_sink = lost.clone();
+    device.set_device_lost_callback(move |reason, message| {
+        *lock(&lost_sink) = Some(format!("{reason:?}: {message}"));
+    });
+    let uncaptured = Arc::new(Mutex::new(None));
+    let uncaptured_sink = uncaptured.clone();
+    device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+        lock(&uncaptured_sink).get_or_insert(error.to_string());
+    }));
+
+    let driver = match adapter_info.driver_info.trim() {
+        "" => adapter_info.driver.clone(),
+        details => format!("{} ({details})", adapter_info.driver),
+    };
+    let info = GpuInfo {
+        name: adapter_info.name.clone(),
+        backend: adapter_info.backend.to_str().to_string(),
+        device_type: format!("{:?}", adapter_info.device_type),
+        driver,
+        max_compute_workgroup_size_x: limits.max_compute_workgroup_size_x,
+        max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+        max_buffer_size: limits.max_buffer_size,
+    };
+    Ok(Context {
+        device,
+        queue,
+        info,
+        weights: Mutex::new(WeightCache::for_limits(&limits)),
+        pipelines: Mutex::new(PipelineCache::default()),
+        limits,
+        lost,
+        uncaptured,
+    })
+}
+
+/// The adapter whose name contains `wanted` (case-insensitive), else the high-performance
+/// default. Software adapters (lavapipe) are accepted.
+pub(crate) async fn select_adapter(
+    instance: &wgpu::Instance,
+    wanted: Option<&str>,
+) -> std::result::Result<wgpu::Adapter, String> {
+    let Some(wanted) = wanted else {
+        let options = wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        };
+        return instance.request_adapter(&options).await.map_err(|e| {
+            format!(
+                "no GPU adapter found: {e} (install a Vulkan, Metal or DX12 driver; on Linux \
+                 without a GPU, Mesa's lavapipe: mesa-vulkan-drivers)"
+            )
+        });
+    };
+    let needle = wanted.trim().to_lowercase();
+    let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+    let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+    adapters
+        .into_iter()
+        .find(|a| a.get_info().name.to_lowercase().contains(&needle))
+        .ok_or_else(|| {
+            format!("no GPU adapter found: POLYVTD_ADAPTER={wanted:?} matches none of {names:?}")
+        })
+}
+
+impl Context {
+    /// Runs `f` inside out-of-memory, validation and internal error scopes. A lost device gives
+    /// `Error::GpuUnavailable`; a captured error `Error::Gpu("<what>: <error>")`.
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check_lost()?;
+        let scopes = [
+            wgpu::ErrorFilter::OutOfMemory,
+            wgpu::ErrorFilter::Validation,
+            wgpu::ErrorFilter::Internal,
+        ]
+        .map(|filter| self.device.push_error_scope(filter));
+        let result = f();
+        let mut captured = None;
+        for scope in scopes.into_iter().rev() {
+            if let Some(error) = pollster::block_on(scope.pop()) {
+                captured.get_or_insert(error.to_string());
+            }
+        }
+        self.check_lost()?;
+        if let Some(error) = captured.or_else(|| lock(&self.uncaptured).take()) {
+            return Err(Error::Gpu(format!("{what}: {error}")));
+        }
+        result
+    }
+
+    fn check_lost(&self) -> Result<()> {
+        match lock(&self.lost).as_ref() {
+            Some(reason) => Err(Error::GpuUnavailable(format!(
+                "the GPU device was lost ({reason})"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails with a clear message when `bytes` exceed what one buffer binding may hold.
+    pub fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let max = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
+        if bytes > max {
+            return Err(Error::Gpu(format!(
+                "{what} needs {bytes} bytes; this GPU binds at most {max} bytes per buffer"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A buffer holding `bytes`, zero padded to a multiple of 4 and at least 16 bytes (WebGPU
+    /// cannot bind empty ranges).
+    pub fn buffer_with(
+        &self,
+        label: &str,
+        bytes: &[u8],
+        usage: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
+        self.check_size(label, bytes.len() as u64)?;
+        let padded_len = bytes.len().max(16).next_multiple_of(4);
+        let padded;
+        let contents = if padded_len == bytes.len() {
+            bytes
+        } else {
+            padded = [bytes, &vec![0u8; padded_len - bytes.len()]].concat();
+            &padded
+        };
+        Ok(self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage,
+            }))
+    }
+
+    /// An uninitialised buffer of `bytes` (at least 16).
+    pub fn empty_buffer(
+        &self,
+        label: &str,
+        bytes: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
+        self.check_size(label, bytes)?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(16).next_multiple_of(4),
+            usage,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// Dispatches `pipeline` over `grid` workgroups with `bindings` as bindings 0, 1, ... of
+    /// group 0, copies the first `len` f32 of `result` to a staging buffer in the same encoder,
+    /// submits once and reads them back.
+    pub fn dispatch_and_read(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        bindings: &[&wgpu::Buffer],
+        grid: (u32, u32, u32),
+        result: &wgpu::Buffer,
+        len: usize,
+    ) -> Result<Vec<f32>> {
+        let bytes = (len * 4) as u64;
+        let staging = self.empty_buffer(
+            "staging",
+            bytes,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        let entries: Vec<wgpu::BindGroupEntry> = (0u32..)
+            .zip(bindings)
+            .map(|(binding, buffer)| wgpu::BindGroupEntry {
+                binding,
+                resource: buffer.as_entire_binding(),
+            })
+            .collect();
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(grid.0, grid.1, grid.2);
+        }
+        encoder.copy_buffer_to_buffer(result, 0, &staging, 0, bytes);
+        self.queue.submit([encoder.finish()]);
+        self.read_f32(&staging, len)
+    }
+
+    /// Maps `staging` (a MAP_READ buffer the submitted work copied into), waits for the GPU, and
+    /// returns its first `len` f32 values.
+    fn read_f32(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let (sender, receiver) = mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |result| {
+            // The receiver outlives the poll below; a failed send only means it already gave up.
+            let _ = sender.send(result);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        // The wait above covered our submission; the callback may still be finishing on a
+        // thread that polled concurrently.
+        match receiver.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Gpu(format!("reading results back: {e}"))),
+            Err(_) => {
+                return Err(Error::Gpu(
+                    "reading results back: the buffer was never mapped".into(),
+                ))
+            }
+        }
+        let values = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("reading results back: {e}")))?;
+            // Copies through an aligned Vec: a mapped range carries no alignment guarantee.
+            bytemuck::pod_collect_to_vec::<u8, f32>(&view[..len * 4])
+        };
+        staging.unmap();
+        Ok(values)
+    }
+}

@@ -1,0 +1,243 @@
+//! The dense forward on the GPU: argument checks, tile sizes from the device limits, kernel
+//! specialisation, and one encoder / compute pass / submit per call, read back through staging.
+
+use super::cache::{self, WeightFormat};
+use super::context::context;
+use super::{activation_code, GpuWeights};
+use crate::activation::Activation;
+use crate::error::{shape_err, Error, Result};
+
+const DENSE_WGSL: &str = include_str!("../../shaders/dense.wgsl");
+const WEIGHTS_F32_WGSL: &str = include_str!("../../shaders/dense_weights_f32.wgsl");
+const WEIGHTS_PACKED_WGSL: &str = include_str!("../../shaders/dense_weights_packed.wgsl");
+const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
+
+/// The uniform `Params` of shaders/dense.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    in_features: u32,
+    out_features: u32,
+    activation: u32,
+    has_bias: u32,
+    scale: f32,
+    zero_point: f32,
+    _pad: u32,
+}
+
+/// A workgroup of wg_x × wg_y threads computes a (wg_y·rm) × (wg_x·rn) output tile, each thread
+/// rm × rn outputs, staging x and W through shared memory tk columns of K at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tile {
+    wg_x: u32,
+    wg_y: u32,
+    rm: u32,
+    rn: u32,
+    tk: u32,
+}
+
+impl Tile {
+    fn rows(self) -> u32 {
+        self.wg_y * self.rm
+    }
+    fn cols(self) -> u32 {
+        self.wg_x * self.rn
+    }
+    fn shared_bytes(self) -> u32 {
+        (self.rows() + self.cols()) * self.tk * 4
+    }
+
+    /// A tile shape for `batch` rows, shrunk until it fits the device's workgroup limits.
+    pub(crate) fn choose(limits: &wgpu::Limits, batch: usize) -> Tile {
+        let mut tile = match batch {
+            0..=4 => Tile {
+                wg_x: 64,
+                wg_y: 4,
+                rm: 1,
+                rn: 1,
+                tk: 32,
+            },
+            5..=16 => Tile {
+                wg_x: 32,
+                wg_y: 8,
+                rm: 2,
+                rn: 2,
+                tk: 16,
+            },
+            _ => Tile {
+                wg_x: 16,
+                wg_y: 16,
+                rm: 4,
+                rn: 4,
+                tk: 16,
+            },
+        };
+        let max_threads = limits.max_compute_invocations_per_workgroup.max(1);
+        while tile.wg_x * tile.wg_y > max_threads
+            || tile.wg_x > limits.max_compute_workgroup_size_x.max(1)
+            || tile.wg_y > limits.max_compute_workgroup_size_y.max(1)
+        {
+            if tile.wg_x >= tile.wg_y {
+                tile.wg_x /= 2;
+            } else {
+                tile.wg_y /= 2;
+            }
+        }
+        while tile.shared_bytes() > limits.max_compute_workgroup_storage_size && tile.tk > 1 {
+            tile.tk /= 2;
+        }
+        tile
+    }
+
+    /// The WGSL constants the kernel is specialised with.
+    fn header(self, format: WeightFormat) -> String {
+        let Tile {
+            wg_x,
+            wg_y,
+            rm,
+            rn,
+            tk,
+        } = self;
+        let mut header = format!(
+            "const WG_X: u32 = {wg_x}u;\nconst WG_Y: u32 = {wg_y}u;\nconst RM: u32 = {rm}u;\n\
+             const RN: u32 = {rn}u;\nconst TK: u32 = {tk}u;\n"
+        );
+        if let WeightFormat::Packed { bits, decode } = format {
+            header += &format!(
+                "const BITS: u32 = {bits}u;\nconst DECODE: u32 = {}u;\n",
+                decode as u32
+            );
+        }
+        header
+    }
+}
+
+/// y[b, o] = act( Σ_i x[b, i] · W[o, i] + bias[o] ), W row-major [out_features][in_features].
+pub fn dense_forward(
+    x: &[f32],
+    batch: usize,
+    in_features: usize,
+    out_features: usize,
+    weights: GpuWeights<'_>,
+    bias: Option<&[f32]>,
+    activation: Activation,
+) -> Result<Vec<f32>> {
+    check_shapes(x, batch, in_features, out_features, weights, bias)?;
+    let ctx = context()?;
+    if batch == 0 || out_features == 0 {
+        return Ok(Vec::new());
+    }
+    let tile = Tile::choose(&ctx.limits, batch);
+    let grid = (
+        out_features.div_ceil(tile.cols() as usize),
+        batch.div_ceil(tile.rows() as usize),
+    );
+    let max_groups = ctx.limits.max_compute_workgroups_per_dimension as usize;
+    if grid.0 > max_groups || grid.1 > max_groups {
+        return Err(Error::Gpu(format!(
+            "dense_forward: {batch}×{out_features} outputs need {}×{} workgroups; this GPU \
+             dispatches at most {max_groups} per dimension (split the batch)",
+            grid.0, grid.1
+        )));
+    }
+    let w = cache::weight_buffer(ctx, weights)?;
+    let body: &[&str] = match w.format {
+        WeightFormat::F32 => &[WEIGHTS_F32_WGSL, ACTIVATION_WGSL, DENSE_WGSL],
+        WeightFormat::Packed { .. } => &[WEIGHTS_PACKED_WGSL, ACTIVATION_WGSL, DENSE_WGSL],
+    };
+    let pipeline = cache::pipeline(ctx, "dense", tile.header(w.format), body)?;
+    let params = Params {
+        batch: batch as u32,
+        in_features: in_features as u32,
+        out_features: out_features as u32,
+        activation: activation_code(activation),
+        has_bias: bias.is_some() as u32,
+        scale: w.scale,
+        zero_point: w.zero_point,
+        _pad: 0,
+    };
+    ctx.scoped("dense forward", || {
+        use wgpu::BufferUsages as U;
+        let params = ctx.buffer_with("dense params", bytemuck::bytes_of(&params), U::UNIFORM)?;
+        let x = ctx.buffer_with("dense x", bytemuck::cast_slice(x), U::STORAGE)?;
+        // Without a bias the kernel never reads it, but the binding must exist.
+        let bias = ctx.buffer_with(
+            "dense bias",
+            bytemuck::cast_slice(bias.unwrap_or(&[])),
+            U::STORAGE,
+        )?;
+        let out_len = batch * out_features;
+        let y = ctx.empty_buffer("dense y", (out_len * 4) as u64, U::STORAGE | U::COPY_SRC)?;
+        let grid = (grid.0 as u32, grid.1 as u32, 1);
+        ctx.dispatch_and_read(
+            &pipeline,
+            &[&params, &x, &w.buffer, &bias, &y],
+            grid,
+            &y,
+            out_len,
+        )
+    })
+}
+
+fn check_shapes(
+    x: &[f32],
+    batch: usize,
+    in_features: usize,
+    out_features: usize,
+    weights: GpuWeights<'_>,
+    bias: Option<&[f32]>,
+) -> Result<()> {
+    if x.len() != batch * in_features {
+        return shape_err(format!(
+            "dense_forward: x has {} values, expected batch × in_features = {batch} × {in_features}",
+            x.len()
+        ));
+    }
+    let n = match weights {
+        GpuWeights::F32 { values, .. } => values.len(),
+        GpuWeights::Packed(p) => p.n,
+    };
+    if n != in_features * out_features {
+        return shape_err(format!(
+            "dense_forward: weights hold {n} values, expected out_features × in_features = \
+             {out_features} × {in_features}"
+        ));
+    }
+    if let Some(bias) = bias.filter(|b| b.len() != out_features) {
+        return shape_err(format!(
+            "dense_forward: bias has {} values, expected {out_features}",
+            bias.len()
+        ));
+    }
+    // The kernels index with u32.
+    if [x.len(), n, batch * out_features]
+        .iter()
+        .any(|&len| len > u32::MAX as usize)
+    {
+        return shape_err("dense_forward: more than 2^32 − 1 values in one tensor");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tile;
+
+    #[test]
+    fn tiles_fit_webgpu_default_and_downlevel_limits() {
+        for limits in [wgpu::Limits::default(), wgpu::Limits::downlevel_defaults()] {
+            for batch in [1, 3, 8, 17, 64, 1000] {
+                let t = Tile::choose(&limits, batch);
+                assert!(
+                    t.wg_x * t.wg_y <= limits.max_compute_invocations_per_workgroup,
+                    "{t:?}"
+                );
+                assert!(
+                    t.shared_bytes() <= limits.max_compute_workgroup_storage_size,
+                    "{t:?}"
+                );
+            }
+        }
+    }
+}
