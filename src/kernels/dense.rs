@@ -13,6 +13,9 @@ use rayon::prelude::*;
 
 /// Scratch budget for one decoded weight tile (fits in L2 beside the GEMM's packed panels).
 const TILE_BYTES: usize = 256 * 1024;
+/// Output rows per float32 forward block: enough work per block to amortise packing x, and
+/// blocks for every core on the shapes we care about.
+const F32_BLOCK_ROWS: usize = 128;
 
 /// A read-only matrix operand: element (r, c) at data[r·rs + c·cs].
 #[derive(Clone, Copy)]
@@ -129,19 +132,27 @@ pub fn forward(x: &[f32], b: usize, k: usize, w: WeightView, n: usize, schedule:
         return super::gemv::forward(x, b, k, w, n, schedule);
     }
     let lhs = Operand { data: x, rs: k, cs: 1 };
-    if let WeightView::F32(weights) = w {
-        let rhs = Operand { data: weights, rs: 1, cs: k };
-        gemm_into(b, n, k, &mut y, lhs, rhs, schedule.gemm_parallelism());
-        return y;
-    }
-    let tile_rows = rows_per_tile(k);
+    // Blocks of output rows, each one single-threaded GEMM: packed weights are decoded into a
+    // tile first, float32 weights are read in place.
+    let tile_rows = match w {
+        WeightView::F32(_) => F32_BLOCK_ROWS,
+        WeightView::Packed(_) => rows_per_tile(k),
+    };
     let dst = DstPtr(y.as_mut_ptr());
     for_each_block(schedule, n.div_ceil(tile_rows), |t| {
         let o0 = t * tile_rows;
         let rows = tile_rows.min(n - o0);
-        let mut tile = vec![0f32; rows * k];
-        w.decode_into(o0 * k, &mut tile);
-        let rhs = Operand { data: &tile, rs: 1, cs: k };
+        let decoded;
+        let tile: &[f32] = match w {
+            WeightView::F32(weights) => &weights[o0 * k..(o0 + rows) * k],
+            WeightView::Packed(_) => {
+                let mut buf = vec![0f32; rows * k];
+                w.decode_into(o0 * k, &mut buf);
+                decoded = buf;
+                &decoded
+            }
+        };
+        let rhs = Operand { data: tile, rs: 1, cs: k };
         // Safety: block t writes only columns o0..o0+rows of y.
         unsafe {
             gemm_raw(b, rows, k, dst.add(o0), n, lhs, rhs, false, gemm::Parallelism::None)
