@@ -113,19 +113,22 @@ impl Dense {
         Ok(Saved { pre, post })
     }
 
-    pub fn backward(&self, x: &[f32], saved: &Saved, grad_out: &[f32], batch: usize, schedule: Schedule) -> Result<Grads> {
+    pub fn backward(&self, x: &[f32], saved: &Saved, grad_out: &[f32], batch: usize, schedule: Schedule, need_input: bool) -> Result<Grads> {
         let (k, n) = (self.input_size, self.output_size);
         if grad_out.len() != batch * n {
             return Err(Error::Shape(format!("Dense gradient has {} values, expected {}", grad_out.len(), batch * n)));
         }
-        let g: Vec<f32> = if self.activation == crate::activation::Activation::Linear {
-            grad_out.to_vec()
-        } else {
-            grad_out.iter().zip(&saved.pre).map(|(&go, &p)| go * self.activation.derivative(p)).collect()
+        let g: Vec<f32> = match self.activation {
+            Activation::Linear => grad_out.to_vec(),
+            Activation::Relu => grad_out.iter().zip(&saved.pre).map(|(&go, &p)| if p > 0.0 { go } else { 0.0 }).collect(),
+            act => grad_out.iter().zip(&saved.pre).map(|(&go, &p)| go * act.derivative(p)).collect(),
         };
-        let store = self.weights.read().unwrap();
-        let input = kernel::backward_input(&g, batch, n, store.view()?, k, schedule);
-        drop(store);
+        let input = if need_input {
+            let store = self.weights.read().unwrap();
+            kernel::backward_input(&g, batch, n, store.view()?, k, schedule)
+        } else {
+            Vec::new()
+        };
         let mut params = vec![kernel::weight_grad(&g, batch, n, x, k, schedule)];
         if self.bias.is_some() {
             params.push(kernel::column_sums(&g, batch, n));

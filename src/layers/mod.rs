@@ -35,7 +35,8 @@ pub struct Saved {
     pub post: Vec<f32>,
 }
 
-/// Gradients of one layer: input gradient and one gradient per `params()` entry (same order).
+/// Gradients of one layer: input gradient (empty when not asked for) and one gradient per
+/// `params()` entry (same order).
 pub struct Grads {
     pub input: Vec<f32>,
     pub params: Vec<Vec<f32>>,
@@ -85,9 +86,10 @@ impl Layer {
             Layer::Dense(d) => d.forward_train(x, batch, schedule),
         }
     }
-    pub fn backward(&self, x: &[f32], saved: &Saved, grad_out: &[f32], batch: usize, schedule: Schedule) -> Result<Grads> {
+    /// `need_input`: whether the caller uses `Grads::input` (the first layer's is skipped).
+    pub fn backward(&self, x: &[f32], saved: &Saved, grad_out: &[f32], batch: usize, schedule: Schedule, need_input: bool) -> Result<Grads> {
         match self {
-            Layer::Dense(d) => d.backward(x, saved, grad_out, batch, schedule),
+            Layer::Dense(d) => d.backward(x, saved, grad_out, batch, schedule, need_input),
         }
     }
     /// A deep copy (fresh weight buffers).

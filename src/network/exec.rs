@@ -50,13 +50,14 @@ pub fn forward_train(net: &VolumetricNetwork, x: &[f32], batch: usize, schedule:
 }
 
 /// Backward over the records in reverse order; returns each layer's parameter gradients (in
-/// forward order, matching `Layer::params`) and the gradient with respect to the network input.
-pub fn backward(steps: &[Step], x: &[f32], grad_out: Vec<f32>, batch: usize, schedule: Schedule) -> Result<(Vec<Vec<Vec<f32>>>, Vec<f32>)> {
+/// forward order, matching `Layer::params`) and, when `need_input` is set, the gradient with
+/// respect to the network input (empty otherwise).
+pub fn backward(steps: &[Step], x: &[f32], grad_out: Vec<f32>, batch: usize, schedule: Schedule, need_input: bool) -> Result<(Vec<Vec<Vec<f32>>>, Vec<f32>)> {
     let mut param_grads = Vec::with_capacity(steps.len());
     let mut grad = grad_out;
     for (i, step) in steps.iter().enumerate().rev() {
         let input = if i == 0 { x } else { &steps[i - 1].saved.post[..] };
-        let Grads { input: grad_input, params } = step.layer.backward(input, &step.saved, &grad, batch, schedule)?;
+        let Grads { input: grad_input, params } = step.layer.backward(input, &step.saved, &grad, batch, schedule, need_input || i > 0)?;
         grad = grad_input;
         param_grads.push(params);
     }

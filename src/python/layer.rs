@@ -138,7 +138,7 @@ impl PyLayer {
                         )));
                     }
                     let saved = layer.forward_train(data, batch, schedule)?;
-                    layer.backward(data, &saved, grad, batch, schedule)
+                    layer.backward(data, &saved, grad, batch, schedule, true)
                 })
             })
             .py()?;

@@ -44,6 +44,25 @@ pub struct EpochReport {
     pub seconds: f64,
 }
 
+/// Σ v² in 16 f32 lanes per 4096-element chunk, chunks summed in f64: vectorises, and a NaN
+/// or ±Inf anywhere makes the result non-finite.
+fn sum_of_squares(values: &[f32]) -> f64 {
+    values
+        .chunks(4096)
+        .map(|chunk| {
+            let mut lanes = [0f32; 16];
+            let mut blocks = chunk.chunks_exact(16);
+            for block in &mut blocks {
+                for (l, &v) in lanes.iter_mut().zip(block) {
+                    *l += v * v;
+                }
+            }
+            let tail: f32 = blocks.remainder().iter().map(|v| v * v).sum();
+            lanes.iter().map(|&l| l as f64).sum::<f64>() + tail as f64
+        })
+        .sum()
+}
+
 /// Every trainable tensor of the active layers, in a fixed order.
 fn collect_params(net: &VolumetricNetwork) -> Vec<Param> {
     net.active().flat_map(|(_, layer)| layer.params()).collect()
@@ -137,13 +156,13 @@ pub fn train(
                 ));
                 break 'epochs;
             }
-            let (mut grads, _) = exec::backward(&steps, xs, grad, batch, config.mode)?;
+            let (mut grads, _) = exec::backward(&steps, xs, grad, batch, config.mode, false)?;
             drop(steps);
             let mut flat: Vec<Vec<f32>> = grads.iter_mut().flat_map(std::mem::take).collect();
-            let norm = flat.iter().flatten().map(|&g| (g as f64).powi(2)).sum::<f64>().sqrt();
+            let norm = flat.iter().map(|g| sum_of_squares(g)).sum::<f64>().sqrt();
             if !norm.is_finite() {
                 result.stopped_early = Some(format!(
-                    "gradient became non-finite at epoch {epoch}, batch {batch_index}; weights kept from before this step"
+                    "gradient became non-finite (or overflowed f32) at epoch {epoch}, batch {batch_index}; weights kept from before this step"
                 ));
                 break 'epochs;
             }

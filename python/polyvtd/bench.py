@@ -1,0 +1,202 @@
+"""Benchmarks, printed as Markdown tables: ``python -m polyvtd.bench dense``.
+
+Every figure is timed in the same run as its peers: NumPy (float32 matmul with the same
+shapes) and, when installed, ``welvet`` (the reference engine's own Python package). Ratios
+are "peer time / polyvtd time", so > 1 means polyvtd is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+import polyvtd as pv
+
+DTYPES = ("float32", "float16", "int8", "int4", "ternary", "binary")
+MODES = ("normal", "tiled", "parallel")
+MLP = (128, 512, 512, 8)
+
+
+def timeit(fn: Callable[[], object], budget: float = 0.4, max_runs: int = 50, min_runs: int = 3) -> float:
+    """Median seconds of ``fn`` after one warm-up call, repeated until ``budget`` seconds."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() - start < budget):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _welvet():
+    try:
+        import welvet  # noqa: F401  (the reference engine's package; optional)
+
+        return welvet
+    except Exception:
+        return None
+
+
+def _spec(sizes, activations=None):
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        act = activations[i] if activations else ("relu" if i < len(sizes) - 2 else "linear")
+        layers.append({"z": 0, "y": 0, "x": 0, "l": i, "type": "dense", "activation": act,
+                       "input_height": a, "output_height": b})
+    return {"depth": 1, "rows": 1, "cols": 1, "layers_per_cell": len(layers), "layers": layers}
+
+
+def _numpy_forward(weights):
+    def run(x):
+        h = x
+        for i, w in enumerate(weights):
+            h = h @ w.T
+            if i < len(weights) - 1:
+                np.maximum(h, 0, out=h)
+        return h
+
+    return run
+
+
+def _fmt_ms(seconds: Optional[float]) -> str:
+    return "—" if seconds is None else f"{seconds * 1e3:.3f}"
+
+
+def _fmt_ratio(peer: Optional[float], ours: float) -> str:
+    return "—" if peer is None else f"{peer / ours:.2f}×"
+
+
+def _table(title: str, header: list, rows: list) -> str:
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def forward_table(title, sizes, batch, dtypes, modes, welvet, rng, budget) -> str:
+    spec = _spec(sizes)
+    net = pv.VolumetricNetwork.from_spec(spec, seed=1)
+    x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    weights = [layer.weights.master for _, layer in net.layers()]
+    numpy_s = timeit(lambda: _numpy_forward(weights)(x), budget)
+    wnet = welvet.Network(spec) if welvet else None
+    flat = x.ravel().tolist()
+    rows = []
+    for dtype in dtypes:
+        morphed = net.copy()
+        morphed.morph_all(dtype)
+        welvet_s = None
+        if wnet is not None:
+            welvet.morph_all_layers(wnet._handle, getattr(welvet.DType, dtype.upper()))
+            welvet_s = timeit(lambda: wnet.forward_polymorphic(flat, [batch, sizes[0]]), budget, max_runs=5, min_runs=1)
+        for mode in modes:
+            ours = timeit(lambda: morphed.forward(x, mode=mode), budget)
+            rows.append((dtype, mode, _fmt_ms(ours), _fmt_ratio(numpy_s, ours), _fmt_ratio(welvet_s, ours),
+                         f"{morphed.weight_bytes:,}"))
+    if wnet is not None:
+        wnet.free() if hasattr(wnet, "free") else None
+    header = ["dtype", "mode", "polyvtd ms", "vs NumPy f32", "vs welvet", "weight bytes"]
+    note = f"NumPy float32: {numpy_s * 1e3:.3f} ms" + (", welvet timed per dtype" if welvet else ", welvet not installed")
+    return _table(f"{title} — forward ({note})", header, rows)
+
+
+def _numpy_train(x_batches, t_batches, weights, epochs, lr):
+    ws = [w.copy() for w in weights]
+    for _ in range(epochs):
+        for x, t in zip(x_batches, t_batches):
+            acts = [x]
+            for i, w in enumerate(ws):
+                h = acts[-1] @ w.T
+                if i < len(ws) - 1:
+                    h = np.maximum(h, 0)
+                acts.append(h)
+            g = 2.0 * (acts[-1] - t) / t.size
+            for i in range(len(ws) - 1, -1, -1):
+                if i < len(ws) - 1:
+                    g = g * (acts[i + 1] > 0)
+                dw = g.T @ acts[i]
+                g = g @ ws[i]
+                ws[i] -= lr * dw
+    return ws
+
+
+def train_table(epochs, batches, batch, welvet, rng) -> str:
+    spec = _spec(MLP)
+    x = rng.standard_normal((batches * batch, MLP[0])).astype(np.float32)
+    t = (rng.standard_normal((batches * batch, MLP[-1])) * 0.5).astype(np.float32)
+    lr = 0.01
+    base = pv.VolumetricNetwork.from_spec(spec, seed=1)
+    weights = [layer.weights.master for _, layer in base.layers()]
+    xb = [x[i * batch:(i + 1) * batch] for i in range(batches)]
+    tb = [t[i * batch:(i + 1) * batch] for i in range(batches)]
+    t0 = time.perf_counter()
+    _numpy_train(xb, tb, weights, epochs, lr)
+    numpy_s = time.perf_counter() - t0
+    welvet_s = None
+    if welvet is not None:
+        wnet = welvet.Network(spec)
+        xl = [b.tolist() for b in xb]
+        tl = [b.tolist() for b in tb]
+        t0 = time.perf_counter()
+        welvet.train(wnet, xl, tl, epochs=epochs, learning_rate=lr, loss_type="mse")
+        welvet_s = time.perf_counter() - t0
+    rows = []
+    for dtype in ("float32", "int8", "int4"):
+        for mode in MODES:
+            net = base.copy()
+            net.morph_all(dtype)
+            t0 = time.perf_counter()
+            net.train(x, t, epochs=epochs, lr=lr, batch_size=batch, loss="mse", optimizer="sgd", mode=mode, shuffle=False)
+            ours = time.perf_counter() - t0
+            rows.append((dtype, mode, f"{ours:.3f}", _fmt_ratio(numpy_s, ours), _fmt_ratio(welvet_s, ours)))
+    header = ["dtype", "mode", "polyvtd s", "vs NumPy SGD", "vs welvet"]
+    note = (f"{epochs} epochs × {batches} batches of {batch}, SGD, MSE; NumPy {numpy_s:.3f} s"
+            + (f", welvet {welvet_s:.2f} s" if welvet_s is not None else ", welvet not installed"))
+    return _table(f"MLP {'→'.join(map(str, MLP))} training — {note}", header, rows)
+
+
+def bytes_table() -> str:
+    store = pv.WeightStore(np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32))
+    rows = []
+    for dtype in pv.dtypes():
+        rows.append((dtype, f"{store.size_in_bytes(dtype):,}", f"{store.size_in_bytes(dtype) / store.size_in_bytes('float32'):.4f}"))
+    return _table("Weight bytes of one 4096×4096 layer", ["dtype", "bytes", "vs float32"], rows)
+
+
+def dense(args) -> str:
+    rng = np.random.default_rng(0)
+    welvet = None if args.no_welvet else _welvet()
+    dtypes = DTYPES if not args.quick else ("float32", "int8", "int4")
+    out = [f"polyvtd {pv.__version__}, {os.cpu_count()} CPU threads, NumPy {np.__version__}, "
+           f"welvet {getattr(welvet, '__version__', 'not installed')}\n"]
+    big_modes = ("tiled", "parallel") if args.quick else MODES
+    out.append(forward_table("MLP 128→512→512→8, batch 64", MLP, 64, dtypes, MODES, welvet, rng, args.budget))
+    out.append(forward_table("Dense 4096×4096, batch 1", (4096, 4096), 1, dtypes, big_modes, welvet, rng, args.budget))
+    out.append(forward_table("Dense 4096×4096, batch 64", (4096, 4096), 64, dtypes, big_modes, None if args.quick else welvet, rng, args.budget))
+    out.append(train_table(args.epochs, 16, 64, welvet, rng))
+    out.append(bytes_table())
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m polyvtd.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="suite", required=True)
+    d = sub.add_parser("dense", help="Dense layers and MLP training vs NumPy and welvet")
+    d.add_argument("--quick", action="store_true", help="fewer dtypes and schedules")
+    d.add_argument("--no-welvet", action="store_true", help="skip the reference engine even if installed")
+    d.add_argument("--epochs", type=int, default=20)
+    d.add_argument("--budget", type=float, default=0.4, help="seconds of repeats per figure")
+    args = parser.parse_args(argv)
+    print({"dense": dense}[args.suite](args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
