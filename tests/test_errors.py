@@ -130,8 +130,6 @@ def test_errors_leave_the_network_usable():
     np.testing.assert_array_equal(n.forward(x), before)
 
 
-@pytest.mark.xfail(reason="BUG: the network's input-width ShapeError reports a value count "
-                          "('got 15 values for batch 5'), not the received width 3", strict=True)
 def test_wrong_input_width_message_names_the_received_width():
     with pytest.raises(pv.ShapeError) as info:
         net().forward(x_ok(5, 3))
@@ -185,9 +183,6 @@ def test_layer_forward_with_an_every_other_column_view_is_converted_or_rejected(
     np.testing.assert_array_equal(y, layer.forward(np.ascontiguousarray(x)))
 
 
-@pytest.mark.xfail(reason="BUG: Layer.forward/backward accept a Fortran-ordered (e.g. transposed) float32 "
-                          "array and read its memory as if it were row-major: silently wrong results",
-                   strict=True)
 @pytest.mark.parametrize("call", ["forward", "backward"])
 def test_layer_with_a_transposed_input_is_converted_or_rejected(call):
     layer = pv.layers.Dense(4, 3, "relu", seed=1)
@@ -202,9 +197,6 @@ def test_layer_with_a_transposed_input_is_converted_or_rejected(call):
     np.testing.assert_array_equal(got, run(np.ascontiguousarray(x)))
 
 
-@pytest.mark.xfail(reason="BUG: Layer.forward rejects float64 input with a plain TypeError ('type "
-                          "mismatch'), not a PolyError, and does not convert it like "
-                          "VolumetricNetwork.forward does", strict=True)
 def test_layer_forward_with_float64_input_is_converted_or_a_poly_error():
     layer = pv.layers.Dense(4, 3, "relu", seed=1)
     x = x_ok()
@@ -230,9 +222,6 @@ def test_training_after_release_master_is_an_input_error_and_changes_nothing():
     np.testing.assert_array_equal(n.forward(x), before)
 
 
-@pytest.mark.xfail(reason="BUG: negative sizes, seeds and coordinates raise a bare OverflowError "
-                          "('can't convert negative int to unsigned') instead of a PolyError, while "
-                          "Dense(0, 2) is a SpecError", strict=True)
 @pytest.mark.parametrize("call", [
     lambda: pv.layers.Dense(-3, 2),
     lambda: pv.layers.Dense(3, 2, seed=-1),

@@ -400,9 +400,6 @@ def test_json_text_that_is_not_an_object_is_a_spec_error():
     spec_error("[1, 2]")
 
 
-@pytest.mark.xfail(reason="BUG: JSON text that is not an object ('[1, 2]', '42') is taken for a file "
-                          "path: the SpecError says 'cannot read network spec file' instead of "
-                          "naming the JSON problem", strict=True)
 def test_json_text_that_is_not_an_object_is_reported_as_such():
     assert "file" not in spec_error("[1, 2]")
 
@@ -417,9 +414,6 @@ def test_layer_handle_outside_the_grid():
         net.set_disabled(0, 0, 0, 1)
 
 
-@pytest.mark.xfail(reason="BUG: the width check on forward names only the consuming layer's coordinate "
-                          "and a value count ('got 32 values for batch 4'); compat.md promises both "
-                          "coordinates", strict=True)
 def test_forward_width_mismatch_names_both_coordinates():
     net = pv.VolumetricNetwork.from_spec(LOOM_EXAMPLE, seed=3)
     net.set_disabled(0, 0, 0, 1)  # now 4→8 feeds the 3→3 layer

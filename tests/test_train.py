@@ -228,9 +228,6 @@ def test_warmup_slows_the_first_steps():
     assert warm[0] < 0.1 * plain[0]
 
 
-@pytest.mark.xfail(reason="BUG: a schedule dict without 'type' (e.g. {'warmup_steps': 1000}) is "
-                          "silently treated as no schedule: warmup_steps/min_lr are ignored",
-                   strict=True)
 def test_warmup_without_a_schedule_type_is_not_ignored():
     plain = epoch_deltas(None, epochs=2)
     warm = epoch_deltas({"warmup_steps": 1000}, epochs=2)
@@ -404,8 +401,6 @@ def test_zero_epochs():
         np.testing.assert_array_equal(p, q)
 
 
-@pytest.mark.xfail(reason="BUG (cosmetic): TrainingResult repr of an empty run says 'time=-0.000s' "
-                          "(the f64 sum of no epoch times is −0.0)", strict=True)
 def test_empty_training_result_repr_has_no_negative_time():
     x, y = regression(n=10)
     assert "-0.000" not in repr(regression_net().train(x, y, epochs=0))

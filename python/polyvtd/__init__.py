@@ -3,17 +3,8 @@ dtypes and are computed from their packed form, on the CPU (three schedules) or 
 
 from . import _core, layers
 from ._core import Layer, TrainingResult, WeightStore, dtypes, gpu_available, gpu_info
-from .errors import (
-    DTypeError,
-    FileError,
-    GpuError,
-    GpuUnavailableError,
-    InputError,
-    ModelLoadError,
-    PolyError,
-    ShapeError,
-    SpecError,
-)
+from . import errors
+from .errors import *  # noqa: F403  (the exception classes; listed in errors.__all__)
 from .network import VolumetricNetwork
 
 __version__ = _core.__version__
@@ -27,13 +18,5 @@ __all__ = [
     "dtypes",
     "gpu_available",
     "gpu_info",
-    "PolyError",
-    "ShapeError",
-    "SpecError",
-    "DTypeError",
-    "InputError",
-    "FileError",
-    "ModelLoadError",
-    "GpuError",
-    "GpuUnavailableError",
+    *errors.__all__,
 ]

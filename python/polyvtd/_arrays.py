@@ -1,5 +1,6 @@
-"""Input conversion: float32 C-contiguous arrays pass through untouched (the native side borrows
-them); anything else is converted once, here."""
+"""Argument conversion and checks: float32 C-contiguous arrays pass through untouched (the
+native side borrows them), anything else is converted once; integer arguments are checked
+before they reach the native side (which takes unsigned sizes)."""
 
 import numpy as np
 
@@ -14,3 +15,14 @@ def as_input(x, what="input"):
         from .errors import InputError
 
         raise InputError(f"{what} cannot be converted to a float32 array: {exc}") from None
+
+
+def non_negative(**values):
+    """Raise SpecError naming the first argument that is not an integer ≥ 0."""
+    import numbers
+
+    from .errors import SpecError
+
+    for name, value in values.items():
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+            raise SpecError(f"{name} must be an integer ≥ 0, got {value!r}")

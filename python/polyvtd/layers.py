@@ -2,6 +2,7 @@
 grid with ``net.set_layer(z, y, x, l, layer)``."""
 
 from . import _core
+from ._arrays import non_negative
 
 Layer = _core.Layer
 
@@ -22,6 +23,7 @@ def Dense(
     from ``seed`` (PyTorch's Linear initialisation). ``dtype`` is the weight type it computes
     with; ``compat="loom"`` uses the reference engine's quantisation codes.
     """
+    non_negative(input_size=input_size, output_size=output_size, seed=seed)
     return _core.Layer.dense(
         input_size, output_size, activation, bias=bias, dtype=dtype, seed=seed, compat=compat
     )

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from . import _core
-from ._arrays import as_input
+from ._arrays import as_input, non_negative
 from .errors import InputError, SpecError
 
 SpecLike = Union[dict, str, "os.PathLike[str]"]
@@ -23,8 +23,13 @@ def _spec_text(spec: SpecLike) -> str:
     if isinstance(spec, os.PathLike):
         path = os.fspath(spec)
     elif isinstance(spec, str):
-        if spec.lstrip().startswith("{"):
-            return spec
+        if spec.lstrip().startswith("{") or not os.path.exists(spec):
+            try:
+                json.loads(spec)
+                return spec  # JSON text (the native side requires an object and says so)
+            except ValueError:
+                if spec.lstrip().startswith(("{", "[")):
+                    return spec  # malformed JSON: the native parser names the position
         path = spec
     else:
         raise SpecError(f"spec must be a dict, JSON text or a file path, got {type(spec).__name__}")
@@ -41,6 +46,7 @@ class VolumetricNetwork:
     (z, then y, then x, then l), each layer taking the previous one's output."""
 
     def __init__(self, depth: int = 1, rows: int = 1, cols: int = 1, layers_per_cell: int = 1):
+        non_negative(depth=depth, rows=rows, cols=cols, layers_per_cell=layers_per_cell)
         self._net = _core.Network(depth, rows, cols, layers_per_cell)
 
     @classmethod
@@ -53,6 +59,7 @@ class VolumetricNetwork:
     def from_spec(cls, spec: SpecLike, *, seed: int = 0, compat: str = "standard") -> "VolumetricNetwork":
         """Build from the reference engine's build JSON: a dict, JSON text or a file path.
         Weights are initialised from ``seed`` (the build JSON carries none)."""
+        non_negative(seed=seed)
         return cls._wrap(_core.Network.from_json(_spec_text(spec), seed=seed, compat=compat))
 
     def to_spec(self) -> dict:
@@ -70,16 +77,20 @@ class VolumetricNetwork:
 
     def layer(self, z: int, y: int, x: int, l: int) -> Optional[_core.Layer]:
         """The layer at (z, y, x, l) (shared: morphing its weights changes the network), or None."""
+        non_negative(z=z, y=y, x=x, l=l)
         return self._net.layer(z, y, x, l)
 
     def set_layer(self, z: int, y: int, x: int, l: int, layer: _core.Layer) -> None:
+        non_negative(z=z, y=y, x=x, l=l)
         self._net.set_layer(z, y, x, l, layer)
 
     def clear_layer(self, z: int, y: int, x: int, l: int) -> None:
+        non_negative(z=z, y=y, x=x, l=l)
         self._net.clear_layer(z, y, x, l)
 
     def set_disabled(self, z: int, y: int, x: int, l: int, disabled: bool = True) -> None:
         """Disabled layers are skipped: the tensor passes through unchanged."""
+        non_negative(z=z, y=y, x=x, l=l)
         self._net.set_disabled(z, y, x, l, disabled)
 
     def layers(self) -> list:
@@ -157,7 +168,9 @@ class VolumetricNetwork:
             )
         x = as_input(inputs, "inputs")
         t = self._targets(targets, loss, x)
-        sched = schedule if isinstance(schedule, dict) else ({"type": schedule} if schedule else {})
+        sched = dict(schedule) if isinstance(schedule, dict) else ({"type": schedule} if schedule else {})
+        if sched and "type" not in sched:
+            sched["type"] = "constant"  # warm-up / min_lr alone: a constant schedule with them
         unknown = set(sched) - {"type", "step_size", "gamma", "warmup_steps", "min_lr"}
         if unknown:
             raise InputError(f"unknown schedule options {sorted(unknown)}")
@@ -191,7 +204,10 @@ class VolumetricNetwork:
         sizes = self._net.io_sizes
         out_width = sizes[1] if sizes else 0
         is_ce = loss.lower() in ("cross_entropy", "crossentropy", "ce")
-        if is_ce and t.ndim == 1 and np.issubdtype(t.dtype, np.integer):
+        integral = np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_ or (
+            np.issubdtype(t.dtype, np.floating) and t.size > 0 and np.all(np.isfinite(t)) and np.all(t == np.round(t)))
+        if is_ce and t.ndim == 1 and out_width > 1 and integral:
+            t = t.astype(np.int64)
             if t.size and (t.min() < 0 or t.max() >= out_width):
                 raise InputError(f"class index out of range [0, {out_width}): got {t.min()}..{t.max()}")
             onehot = np.zeros((t.shape[0], out_width), dtype=np.float32)

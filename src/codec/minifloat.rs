@@ -52,19 +52,19 @@ impl MiniFloat {
 
     /// Round to the nearest representable magnitude, ties to an even mantissa; values past the
     /// largest finite value saturate (the scaled-quantisation convention; no overflow to NaN).
-    fn encode(&self, mags: &[f32], v: f32) -> u32 {
+    fn encode(&self, mags: &[f32], v: f64) -> u32 {
         let sign = if v.is_sign_negative() { 1u32 << (self.exp_bits + self.man_bits) } else { 0 };
         if v.is_nan() {
             return self.nan_code();
         }
-        let a = v.abs().min(self.max);
+        let a = v.abs().min(self.max as f64);
         let max_code = (mags.len() - 1) as u32;
         // Largest code whose magnitude is <= a, then the nearer of it and its upper neighbour.
-        let below = (mags.partition_point(|&m| m <= a) - 1) as u32;
+        let below = (mags.partition_point(|&m| m as f64 <= a) - 1) as u32;
         let code = if below == max_code {
             below
         } else {
-            let (d_lo, d_hi) = (a - mags[below as usize], mags[below as usize + 1] - a);
+            let (d_lo, d_hi) = (a - mags[below as usize] as f64, mags[below as usize + 1] as f64 - a);
             if d_lo < d_hi || (d_lo == d_hi && below & 1 == 0) {
                 below
             } else {
@@ -117,20 +117,21 @@ static E4M3_MAGS: OnceLock<Vec<f32>> = OnceLock::new();
 static E5M2_MAGS: OnceLock<Vec<f32>> = OnceLock::new();
 static E2M1_MAGS: OnceLock<Vec<f32>> = OnceLock::new();
 
-pub fn fp8_e4m3_encode(v: f32) -> u8 {
+/// Encoders take the f64 quotient w/scale so rounding happens once, at the mini-float.
+pub fn fp8_e4m3_encode(v: f64) -> u8 {
     E4M3.encode(magnitude_table(&E4M3, &E4M3_MAGS), v) as u8
 }
 pub fn fp8_e4m3_decode(code: u8) -> f32 {
     E4M3.decode(code as u32)
 }
-pub fn fp8_e5m2_encode(v: f32) -> u8 {
+pub fn fp8_e5m2_encode(v: f64) -> u8 {
     E5M2.encode(magnitude_table(&E5M2, &E5M2_MAGS), v) as u8
 }
 pub fn fp8_e5m2_decode(code: u8) -> f32 {
     E5M2.decode(code as u32)
 }
 /// OCP E2M1: magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6}; bit 3 is the sign.
-pub fn fp4_encode(v: f32) -> u8 {
+pub fn fp4_encode(v: f64) -> u8 {
     E2M1.encode(magnitude_table(&E2M1, &E2M1_MAGS), v) as u8
 }
 pub fn fp4_decode(code: u8) -> f32 {

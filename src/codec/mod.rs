@@ -237,7 +237,12 @@ pub fn decode_code(dtype: DType, codec: Codec, code: u64, scale: f32, zero_point
 /// Encode `values` into `dtype` with the standard code book (scale chosen per dtype).
 pub fn encode_standard(values: &[f32], dtype: DType) -> Packed {
     let max_abs = values.iter().fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
-    let nonzero_or_one = |s: f64| if s > 0.0 && s.is_finite() { s } else { 1.0 };
+    // The scale is stored as f32: a value that underflows (tiny weights) or is not finite
+    // becomes 1.0, as for all-zero weights.
+    let nonzero_or_one = |s: f64| {
+        let stored = s as f32;
+        if stored > 0.0 && stored.is_finite() { stored as f64 } else { 1.0 }
+    };
     let codes: Vec<u64>;
     let (mut scale, mut zero_point) = (1.0f64, 0.0f64);
     match dtype.family() {
@@ -253,13 +258,13 @@ pub fn encode_standard(values: &[f32], dtype: DType) -> Packed {
                 .collect();
         }
         Family::ScaledFloat => {
-            let (max_code, encode): (f64, fn(f32) -> u8) = match dtype {
+            let (max_code, encode): (f64, fn(f64) -> u8) = match dtype {
                 DType::Fp8E4M3 => (448.0, minifloat::fp8_e4m3_encode),
                 DType::Fp8E5M2 => (57344.0, minifloat::fp8_e5m2_encode),
                 _ => (6.0, minifloat::fp4_encode),
             };
-            scale = nonzero_or_one(max_abs as f64 / max_code) as f32 as f64;
-            codes = values.iter().map(|&v| encode((v as f64 / scale) as f32) as u64).collect();
+            scale = nonzero_or_one(max_abs as f64 / max_code);
+            codes = values.iter().map(|&v| encode(v as f64 / scale) as u64).collect();
         }
         Family::Signed => {
             let max_code = dtype.signed_max_code();
@@ -268,7 +273,7 @@ pub fn encode_standard(values: &[f32], dtype: DType) -> Packed {
                 nonzero_or_one(mean_abs(values))
             } else {
                 nonzero_or_one(max_abs as f64 / max_code)
-            } as f32 as f64;
+            };
             let mask = bit_mask(dtype.bits());
             codes = values
                 .iter()
@@ -283,7 +288,7 @@ pub fn encode_standard(values: &[f32], dtype: DType) -> Packed {
                 (lo.min(v as f64), hi.max(v as f64))
             });
             let q_max = dtype.unsigned_max_code();
-            scale = nonzero_or_one((hi - lo) / q_max) as f32 as f64;
+            scale = nonzero_or_one((hi - lo) / q_max);
             zero_point = (-lo / scale).round_ties_even().clamp(0.0, q_max);
             codes = values
                 .iter()
@@ -291,7 +296,7 @@ pub fn encode_standard(values: &[f32], dtype: DType) -> Packed {
                 .collect();
         }
         Family::Binary => {
-            scale = nonzero_or_one(mean_abs(values)) as f32 as f64;
+            scale = nonzero_or_one(mean_abs(values));
             codes = values.iter().map(|&v| (v >= 0.0) as u64).collect();
         }
     }

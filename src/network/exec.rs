@@ -7,27 +7,29 @@ use crate::kernels::Schedule;
 use crate::layers::{Device, Grads, Layer, Saved};
 use std::sync::Arc;
 
-fn check_width(c: Coord, layer: &Layer, got: usize, batch: usize) -> Result<()> {
-    if got != batch * layer.input_size() {
-        return Err(Error::Shape(format!(
-            "layer at {c} ({}) expects input width {}, got {} values for batch {batch}",
-            layer.type_name(),
-            layer.input_size(),
-            got
-        )));
+/// The width a layer receives must be its input width. `previous` is the layer that produced
+/// the input (None: the network input), so the message can name both ends.
+fn check_width(c: Coord, layer: &Layer, got: usize, batch: usize, previous: Option<Coord>) -> Result<()> {
+    if got == batch * layer.input_size() {
+        return Ok(());
     }
-    Ok(())
+    let width = got / batch.max(1);
+    let source = match previous {
+        None => format!("the input has width {width} (batch {batch})"),
+        Some(p) => format!("the layer before it at {p} outputs width {width}"),
+    };
+    Err(Error::Shape(format!("layer at {c} ({}) expects input width {}, but {source}", layer.type_name(), layer.input_size())))
 }
 
 /// Forward for inference: each layer gets the previous layer's post-activation output.
 pub fn infer(net: &VolumetricNetwork, x: &[f32], batch: usize, schedule: Schedule, device: Device) -> Result<Vec<f32>> {
-    let mut current: Option<Vec<f32>> = None;
+    let mut current: Option<(Coord, Vec<f32>)> = None;
     for (c, layer) in net.active() {
-        let input = current.as_deref().unwrap_or(x);
-        check_width(c, layer, input.len(), batch)?;
-        current = Some(layer.infer(input, batch, schedule, device)?);
+        let input = current.as_ref().map_or(x, |(_, v)| &v[..]);
+        check_width(c, layer, input.len(), batch, current.as_ref().map(|(p, _)| *p))?;
+        current = Some((c, layer.infer(input, batch, schedule, device)?));
     }
-    Ok(current.unwrap_or_else(|| x.to_vec()))
+    Ok(current.map_or_else(|| x.to_vec(), |(_, v)| v))
 }
 
 /// One layer's record from a training forward.
@@ -42,7 +44,7 @@ pub fn forward_train(net: &VolumetricNetwork, x: &[f32], batch: usize, schedule:
     let mut steps: Vec<Step> = Vec::new();
     for (c, layer) in net.active() {
         let input = steps.last().map_or(x, |s| &s.saved.post[..]);
-        check_width(c, layer, input.len(), batch)?;
+        check_width(c, layer, input.len(), batch, steps.last().map(|s| s.coord))?;
         let saved = layer.forward_train(input, batch, schedule)?;
         steps.push(Step { coord: c, layer: layer.clone(), saved });
     }

@@ -1,16 +1,38 @@
-//! NumPy ⇄ core: inputs are borrowed (float32, C-contiguous: the Python layer converts anything
-//! else first), outputs are moved into NumPy arrays without copying.
+//! NumPy ⇄ core: float32 C-contiguous inputs are borrowed in place; anything else (float64,
+//! lists, strided or Fortran-ordered views) is converted once with numpy.ascontiguousarray.
+//! Outputs are moved into NumPy arrays without copying.
 
 use crate::error::{Error, Result};
+use crate::kernels::Schedule;
+use crate::layers::Device;
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// `obj` itself when it is a float32 C-contiguous array (no copy), else a converted copy.
+pub fn contiguous_f32<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
+    if let Ok(array) = obj.cast::<PyArrayDyn<f32>>() {
+        if array.is_c_contiguous() {
+            return Ok(array.readonly());
+        }
+    }
+    let py = obj.py();
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("dtype", "float32")?;
+    let converted = py
+        .import("numpy")?
+        .call_method("ascontiguousarray", (obj,), Some(&kwargs))
+        .map_err(|e| super::errors::to_py(Error::Value(format!("{what} cannot be converted to a float32 array: {e}"))))?;
+    Ok(converted.cast_into::<PyArrayDyn<f32>>().map_err(PyErr::from)?.readonly())
+}
 
 /// A borrowed [rows, width] view of a float32 C-contiguous array (1-D means one row).
 pub fn rows<'a>(array: &'a PyReadonlyArrayDyn<'_, f32>, what: &str) -> Result<(&'a [f32], usize, usize)> {
     let shape = array.shape().to_vec();
-    let data = array.as_slice().map_err(|_| {
-        Error::Shape(format!("{what} must be a C-contiguous float32 array (convert with np.ascontiguousarray)"))
-    })?;
+    let data = match array.as_slice() {
+        Ok(data) if array.is_c_contiguous() => data,
+        _ => return Err(Error::Shape(format!("{what} must be a C-contiguous float32 array"))),
+    };
     let (batch, width) = match shape.as_slice() {
         [w] => (1, *w),
         [b, w] => (*b, *w),
@@ -35,6 +57,23 @@ pub fn check_finite(data: &[f32], width: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// What every forward call takes: the borrowed, finite-checked input rows, schedule and device.
+pub struct ForwardArgs<'a> {
+    pub data: &'a [f32],
+    pub batch: usize,
+    pub width: usize,
+    pub schedule: Schedule,
+    pub device: Device,
+}
+
+pub fn forward_args<'a>(x: &'a PyReadonlyArrayDyn<'_, f32>, mode: &str, device: &str) -> Result<ForwardArgs<'a>> {
+    let schedule = Schedule::parse(mode)?;
+    let device = Device::parse(device)?;
+    let (data, batch, width) = rows(x, "input")?;
+    check_finite(data, width, "input")?;
+    Ok(ForwardArgs { data, batch, width, schedule, device })
+}
+
 /// Move a Vec into a NumPy array of the given shape (no copy).
 pub fn to_numpy<'py>(py: Python<'py>, data: Vec<f32>, shape: &[usize]) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     PyArray1::from_vec(py, data).reshape(shape.to_vec())
@@ -42,7 +81,8 @@ pub fn to_numpy<'py>(py: Python<'py>, data: Vec<f32>, shape: &[usize]) -> PyResu
 
 /// The address the native side reads for this array (proof of zero-copy input in the tests).
 #[pyfunction]
-pub fn borrowed_data_ptr(array: PyReadonlyArrayDyn<'_, f32>) -> PyResult<usize> {
+pub fn borrowed_data_ptr(array: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let array = contiguous_f32(array, "array")?;
     let (data, _, _) = rows(&array, "array").map_err(super::errors::to_py)?;
     Ok(data.as_ptr() as usize)
 }

@@ -1,15 +1,15 @@
 //! Layer for Python: a handle on a layer (shared with any network it was placed in).
 
-use super::arrays::{check_finite, rows, to_numpy};
+use super::arrays::{contiguous_f32, forward_args, rows, to_numpy, ForwardArgs};
 use super::errors::{guarded, IntoPyResult};
 use super::weights::PyWeightStore;
 use crate::activation::Activation;
 use crate::codec::Codec;
 use crate::dtype::DType;
 use crate::kernels::Schedule;
-use crate::layers::{Dense, Device, Layer};
+use crate::layers::{Dense, Layer};
 use crate::network::{spec, Coord};
-use numpy::{PyArrayDyn, PyReadonlyArrayDyn};
+use numpy::PyArrayDyn;
 use pyo3::prelude::*;
 use std::sync::Arc;
 
@@ -89,11 +89,9 @@ impl PyLayer {
 
     /// Forward one layer on [batch, input_size] float32 input.
     #[pyo3(signature = (x, mode = "parallel", device = "cpu"))]
-    fn forward<'py>(&self, py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, mode: &str, device: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-        let schedule = Schedule::parse(mode).py()?;
-        let device = Device::parse(device).py()?;
-        let (data, batch, width) = rows(&x, "input").py()?;
-        check_finite(data, width, "input").py()?;
+    fn forward<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, mode: &str, device: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let x = contiguous_f32(x, "input")?;
+        let ForwardArgs { data, batch, width, schedule, device } = forward_args(&x, mode, device).py()?;
         let layer = self.inner.clone();
         let y = py
             .detach(|| {
@@ -118,10 +116,11 @@ impl PyLayer {
     fn backward<'py>(
         &self,
         py: Python<'py>,
-        x: PyReadonlyArrayDyn<'py, f32>,
-        grad_out: PyReadonlyArrayDyn<'py, f32>,
+        x: &Bound<'py, PyAny>,
+        grad_out: &Bound<'py, PyAny>,
         mode: &str,
     ) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, Vec<Bound<'py, PyArrayDyn<f32>>>)> {
+        let (x, grad_out) = (contiguous_f32(x, "input")?, contiguous_f32(grad_out, "grad_out")?);
         let schedule = Schedule::parse(mode).py()?;
         let (data, batch, width) = rows(&x, "input").py()?;
         let (grad, grad_batch, grad_width) = rows(&grad_out, "grad_out").py()?;

@@ -1,17 +1,16 @@
 //! VolumetricNetwork and TrainingResult for Python (the Python class in polyvtd/network.py wraps
 //! this one and adds spec loading from dicts/paths, progress bars and HTML display).
 
-use super::arrays::{check_finite, rows, to_numpy};
+use super::arrays::{check_finite, contiguous_f32, forward_args, rows, to_numpy, ForwardArgs};
 use super::errors::{guarded, to_py, IntoPyResult};
 use super::layer::{describe, PyLayer};
 use crate::codec::Codec;
 use crate::dtype::DType;
 use crate::error::Error;
 use crate::kernels::Schedule;
-use crate::layers::Device;
 use crate::network::{exec, spec, Coord, VolumetricNetwork};
 use crate::train::{self, Loss, LrSchedule, OptimConfig, OptimizerKind, TrainConfig};
-use numpy::{PyArrayDyn, PyReadonlyArrayDyn};
+use numpy::PyArrayDyn;
 use pyo3::prelude::*;
 use std::sync::RwLock;
 
@@ -46,7 +45,7 @@ impl PyTrainingResult {
             self.loss_history.len(),
             self.final_loss.map_or("None".into(), |l| format!("{l:.6}")),
             self.steps,
-            self.epoch_times.iter().sum::<f64>(),
+            self.epoch_times.iter().sum::<f64>().max(0.0),
             self.stopped_early.as_ref().map_or(String::new(), |s| format!(", stopped_early={s:?}"))
         )
     }
@@ -130,11 +129,9 @@ impl PyNetwork {
     }
 
     #[pyo3(signature = (x, mode = "parallel", device = "cpu"))]
-    fn forward<'py>(&self, py: Python<'py>, x: PyReadonlyArrayDyn<'py, f32>, mode: &str, device: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-        let schedule = Schedule::parse(mode).py()?;
-        let device = Device::parse(device).py()?;
-        let (data, batch, width) = rows(&x, "input").py()?;
-        check_finite(data, width, "input").py()?;
+    fn forward<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, mode: &str, device: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let x = contiguous_f32(x, "input")?;
+        let ForwardArgs { data, batch, schedule, device, .. } = forward_args(&x, mode, device).py()?;
         let net = self.inner.read().unwrap();
         let y = py.detach(|| guarded(|| exec::infer(&net, data, batch, schedule, device))).py()?;
         let width = y.len() / batch;
@@ -168,8 +165,8 @@ impl PyNetwork {
     fn train(
         &self,
         py: Python<'_>,
-        x: PyReadonlyArrayDyn<'_, f32>,
-        t: PyReadonlyArrayDyn<'_, f32>,
+        x: &Bound<'_, PyAny>,
+        t: &Bound<'_, PyAny>,
         epochs: i64,
         lr: f32,
         batch_size: i64,
@@ -202,6 +199,7 @@ impl PyNetwork {
                 return Err(to_py(Error::Value(format!("clip_norm must be a positive number, got {c}"))));
             }
         }
+        let (x, t) = (contiguous_f32(x, "inputs")?, contiguous_f32(t, "targets")?);
         let (xd, xb, xw) = rows(&x, "inputs").py()?;
         let (td, tb, tw) = rows(&t, "targets").py()?;
         if xb != tb {

@@ -1,12 +1,12 @@
 //! WeightStore for Python: a handle on a shared store (the same one a layer computes with).
 
-use super::arrays::to_numpy;
+use super::arrays::{check_finite, contiguous_f32, to_numpy};
 use super::errors::{guarded, IntoPyResult};
 use crate::codec::{loom_disk, Codec};
 use crate::dtype::DType;
 use crate::layers::Param;
 use crate::weights::WeightStore;
-use numpy::{AllowTypeChange, PyArrayDyn, PyArrayLikeDyn, PyUntypedArrayMethods};
+use numpy::{PyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::sync::{Arc, RwLock};
@@ -39,10 +39,12 @@ impl PyWeightStore {
     /// WeightStore(master, compat="standard"): master is any float array (copied once).
     #[new]
     #[pyo3(signature = (master, compat = "standard"))]
-    fn new(master: PyArrayLikeDyn<'_, f32, AllowTypeChange>, compat: &str) -> PyResult<Self> {
+    fn new(master: &Bound<'_, PyAny>, compat: &str) -> PyResult<Self> {
         let codec = Codec::parse(compat).py()?;
+        let master = contiguous_f32(master, "master")?;
         let shape = master.shape().to_vec();
-        let values = master.as_array().iter().copied().collect::<Vec<f32>>();
+        let values = master.as_slice().map_err(PyErr::from)?.to_vec();
+        check_finite(&values, *shape.last().unwrap_or(&1), "master").py()?;
         let store = WeightStore::new(values, shape, codec).py()?;
         Ok(PyWeightStore { inner: Arc::new(RwLock::new(store)) })
     }
@@ -59,6 +61,7 @@ impl PyWeightStore {
     }
 
     /// The dtype's codes as the reference writes them to disk (numerics.md §5).
+    #[pyo3(signature = (dtype = None))]
     fn loom_bytes<'py>(&self, py: Python<'py>, dtype: Option<&str>) -> PyResult<Bound<'py, PyBytes>> {
         let mut store = self.inner.write().unwrap();
         let dtype = parse_dtype(dtype, &store)?;
@@ -124,6 +127,10 @@ impl PyWeightStore {
     fn packed_bytes<'py>(&self, py: Python<'py>, dtype: Option<&str>) -> PyResult<Bound<'py, PyBytes>> {
         let mut store = self.inner.write().unwrap();
         let dtype = parse_dtype(dtype, &store)?;
+        if dtype == DType::Float32 {
+            let master: Vec<u8> = store.master().py()?.iter().flat_map(|v| v.to_le_bytes()).collect();
+            return Ok(PyBytes::new(py, &master));
+        }
         let packed = store.version(dtype).py()?;
         Ok(PyBytes::new(py, &packed.bytes[..dtype.packed_bytes(packed.n)]))
     }

@@ -100,6 +100,16 @@ def dense_backward(x, w, g, b=None, activation: str = "linear"):
     return gz @ w, gz.T @ x, gz.sum(axis=0)
 
 
+def norm_rel_err(a, b) -> float:
+    """‖a − b‖₂ / ‖b‖₂: the norm-wise relative error (how "relative" is meant in the schedule
+    agreement claim; insensitive to cancellation in single outputs)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, f"shape {a.shape} vs {b.shape}"
+    den = np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / den) if den else float(np.linalg.norm(a))
+
+
 def rel_err(a, b) -> float:
     """max|a − b| / max|b| (0 when both are all zeros)."""
     a = np.asarray(a, dtype=np.float64)
