@@ -1,17 +1,29 @@
 """Type stubs for the native module polyvtd._core (hand-written; checked by mypy.stubtest)."""
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, final
 
 import numpy as np
 import numpy.typing as npt
 
 __version__: str
+__all__ = [
+    "__version__",
+    "WeightStore",
+    "Layer",
+    "Network",
+    "TrainingResult",
+    "gpu_available",
+    "gpu_info",
+    "dtypes",
+    "borrowed_data_ptr",
+]
 
 def dtypes() -> list[str]: ...
 def gpu_available() -> bool: ...
 def gpu_info() -> dict[str, Any]: ...
 def borrowed_data_ptr(array: npt.NDArray[np.float32]) -> int: ...
 
+@final
 class WeightStore:
     def __new__(cls, master: npt.ArrayLike, compat: str = "standard") -> WeightStore: ...
     @staticmethod
@@ -42,6 +54,7 @@ class WeightStore:
     def memory_bytes(self) -> int: ...
     def __len__(self) -> int: ...
 
+@final
 class Layer:
     @staticmethod
     def dense(
@@ -75,6 +88,7 @@ class Layer:
     ) -> tuple[npt.NDArray[np.float32], list[npt.NDArray[np.float32]]]: ...
     def spec_json(self) -> str: ...
 
+@final
 class TrainingResult:
     @property
     def loss_history(self) -> list[float]: ...
@@ -87,6 +101,7 @@ class TrainingResult:
     @property
     def stopped_early(self) -> Optional[str]: ...
 
+@final
 class Network:
     def __new__(cls, depth: int, rows: int, cols: int, layers_per_cell: int) -> Network: ...
     @staticmethod

@@ -37,7 +37,8 @@ def timeit(fn: Callable[[], object], budget: float = 0.4, max_runs: int = 50, mi
 
 def _welvet():
     try:
-        import welvet  # noqa: F401  (the reference engine's package; optional)
+        import welvet  # the reference engine's package; optional
+        import welvet.utils  # noqa: F401  (morph_all_layers lives there)
 
         return welvet
     except Exception:
@@ -93,7 +94,7 @@ def forward_table(title, sizes, batch, dtypes, modes, welvet, rng, budget) -> st
         morphed.morph_all(dtype)
         welvet_s = None
         if wnet is not None:
-            welvet.morph_all_layers(wnet._handle, getattr(welvet.DType, dtype.upper()))
+            welvet.utils.morph_all_layers(wnet._handle, getattr(welvet.DType, dtype.upper()))
             welvet_s = timeit(lambda: wnet.forward_polymorphic(flat, [batch, sizes[0]]), budget, max_runs=5, min_runs=1)
         for mode in modes:
             ours = timeit(lambda: morphed.forward(x, mode=mode), budget)
@@ -126,6 +127,16 @@ def _numpy_train(x_batches, t_batches, weights, epochs, lr):
     return ws
 
 
+def _median_seconds(fn: Callable[[], object], runs: int) -> float:
+    """Median wall time of ``runs`` calls (whole training runs: no warm-up call)."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def train_table(epochs, batches, batch, welvet, rng) -> str:
     spec = _spec(MLP)
     x = rng.standard_normal((batches * batch, MLP[0])).astype(np.float32)
@@ -135,9 +146,7 @@ def train_table(epochs, batches, batch, welvet, rng) -> str:
     weights = [layer.weights.master for _, layer in base.layers()]
     xb = [x[i * batch:(i + 1) * batch] for i in range(batches)]
     tb = [t[i * batch:(i + 1) * batch] for i in range(batches)]
-    t0 = time.perf_counter()
-    _numpy_train(xb, tb, weights, epochs, lr)
-    numpy_s = time.perf_counter() - t0
+    numpy_s = _median_seconds(lambda: _numpy_train(xb, tb, weights, epochs, lr), 3)
     welvet_s = None
     if welvet is not None:
         wnet = welvet.Network(spec)
@@ -149,14 +158,17 @@ def train_table(epochs, batches, batch, welvet, rng) -> str:
     rows = []
     for dtype in ("float32", "int8", "int4"):
         for mode in MODES:
-            net = base.copy()
-            net.morph_all(dtype)
-            t0 = time.perf_counter()
-            net.train(x, t, epochs=epochs, lr=lr, batch_size=batch, loss="mse", optimizer="sgd", mode=mode, shuffle=False)
-            ours = time.perf_counter() - t0
+            def run():
+                net = base.copy()
+                net.morph_all(dtype)
+                net.train(x, t, epochs=epochs, lr=lr, batch_size=batch, loss="mse", optimizer="sgd",
+                          mode=mode, shuffle=False)
+
+            ours = _median_seconds(run, 1 if mode == "normal" else 3)
             rows.append((dtype, mode, f"{ours:.3f}", _fmt_ratio(numpy_s, ours), _fmt_ratio(welvet_s, ours)))
     header = ["dtype", "mode", "polyvtd s", "vs NumPy SGD", "vs welvet"]
-    note = (f"{epochs} epochs × {batches} batches of {batch}, SGD, MSE; NumPy {numpy_s:.3f} s"
+    note = (f"{epochs} epochs × {batches} batches of {batch}, SGD, MSE, median of 3 runs "
+            f"(normal: 1); NumPy {numpy_s:.3f} s"
             + (f", welvet {welvet_s:.2f} s" if welvet_s is not None else ", welvet not installed"))
     return _table(f"MLP {'→'.join(map(str, MLP))} training — {note}", header, rows)
 
@@ -169,19 +181,24 @@ def bytes_table() -> str:
     return _table("Weight bytes of one 4096×4096 layer", ["dtype", "bytes", "vs float32"], rows)
 
 
-def dense(args) -> str:
+def dense(args) -> None:
+    """Print each table as soon as it is measured."""
     rng = np.random.default_rng(0)
     welvet = None if args.no_welvet else _welvet()
     dtypes = DTYPES if not args.quick else ("float32", "int8", "int4")
-    out = [f"polyvtd {pv.__version__}, {os.cpu_count()} CPU threads, NumPy {np.__version__}, "
-           f"welvet {getattr(welvet, '__version__', 'not installed')}\n"]
     big_modes = ("tiled", "parallel") if args.quick else MODES
-    out.append(forward_table("MLP 128→512→512→8, batch 64", MLP, 64, dtypes, MODES, welvet, rng, args.budget))
-    out.append(forward_table("Dense 4096×4096, batch 1", (4096, 4096), 1, dtypes, big_modes, welvet, rng, args.budget))
-    out.append(forward_table("Dense 4096×4096, batch 64", (4096, 4096), 64, dtypes, big_modes, None if args.quick else welvet, rng, args.budget))
-    out.append(train_table(args.epochs, 16, 64, welvet, rng))
-    out.append(bytes_table())
-    return "\n".join(out)
+    print(f"polyvtd {pv.__version__}, {os.cpu_count()} CPU threads, NumPy {np.__version__}, "
+          f"welvet {getattr(welvet, '__version__', 'not installed')}\n", flush=True)
+    tables = [
+        lambda: forward_table("MLP 128→512→512→8, batch 64", MLP, 64, dtypes, MODES, welvet, rng, args.budget),
+        lambda: forward_table("Dense 4096×4096, batch 1", (4096, 4096), 1, dtypes, big_modes, welvet, rng, args.budget),
+        lambda: forward_table("Dense 4096×4096, batch 64", (4096, 4096), 64, dtypes, big_modes,
+                              None if args.quick else welvet, rng, args.budget),
+        lambda: train_table(args.epochs, 16, 64, welvet, rng),
+        bytes_table,
+    ]
+    for table in tables:
+        print(table(), flush=True)
 
 
 def main(argv=None) -> int:
@@ -194,7 +211,7 @@ def main(argv=None) -> int:
     d.add_argument("--epochs", type=int, default=20)
     d.add_argument("--budget", type=float, default=0.4, help="seconds of repeats per figure")
     args = parser.parse_args(argv)
-    print({"dense": dense}[args.suite](args))
+    {"dense": dense}[args.suite](args)
     return 0
 
 

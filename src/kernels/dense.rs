@@ -83,28 +83,18 @@ unsafe fn gemm_raw(
     );
 }
 
-fn gemm_into(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    lhs: Operand,
-    rhs: Operand,
-    parallelism: gemm::Parallelism,
-) {
-    assert!(dst.len() >= m * n);
-    // Safety: dst is an exclusive m×n row-major slice.
-    unsafe { gemm_raw(m, n, k, DstPtr(dst.as_mut_ptr()), n, lhs, rhs, false, parallelism) }
-}
-
 /// Rows of W per decoded tile (a multiple of 8, at least 8).
 fn rows_per_tile(k: usize) -> usize {
     ((TILE_BYTES / 4 / k.max(1)) / 8 * 8).clamp(8, 512)
 }
 
-/// Run `block(i)` for i in 0..count, serially or on the rayon pool.
-fn for_each_block(schedule: Schedule, count: usize, block: impl Fn(usize) + Send + Sync) {
-    if schedule == Schedule::Parallel && count > 1 {
+/// Below this many multiply-adds a product runs on one thread even in `Parallel` (waking the
+/// pool costs more than it saves). Blocks are the same either way, so results are too.
+const PARALLEL_MIN_MACS: usize = 1 << 21;
+
+/// Run `block(i)` for i in 0..count, serially or on the rayon pool (when `macs` is worth it).
+fn for_each_block(schedule: Schedule, count: usize, macs: usize, block: impl Fn(usize) + Send + Sync) {
+    if schedule == Schedule::Parallel && count > 1 && macs >= PARALLEL_MIN_MACS {
         (0..count).into_par_iter().for_each(block);
     } else {
         (0..count).for_each(block);
@@ -139,7 +129,7 @@ pub fn forward(x: &[f32], b: usize, k: usize, w: WeightView, n: usize, schedule:
         WeightView::Packed(_) => rows_per_tile(k),
     };
     let dst = DstPtr(y.as_mut_ptr());
-    for_each_block(schedule, n.div_ceil(tile_rows), |t| {
+    for_each_block(schedule, n.div_ceil(tile_rows), b * n * k, |t| {
         let o0 = t * tile_rows;
         let rows = tile_rows.min(n - o0);
         let decoded;
@@ -181,22 +171,25 @@ pub fn backward_input(g: &[f32], b: usize, n: usize, w: WeightView, k: usize, sc
         return dx;
     }
     let lhs = Operand { data: g, rs: n, cs: 1 };
-    if let WeightView::F32(weights) = w {
-        let rhs = Operand { data: weights, rs: k, cs: 1 };
-        gemm_into(b, k, n, &mut dx, lhs, rhs, schedule.gemm_parallelism());
-        return dx;
-    }
-    // Column chunks of W: tile[o][c] = W[o][k0 + c].
+    // Column chunks of W: packed weights are decoded into tile[o][c] = W[o][k0 + c], float32
+    // weights are read in place (row stride k).
     let cols = ((TILE_BYTES / 4 / n.max(1)) / 8 * 8).clamp(8, k.max(8));
     let dst = DstPtr(dx.as_mut_ptr());
-    for_each_block(schedule, k.div_ceil(cols), |t| {
+    for_each_block(schedule, k.div_ceil(cols), b * n * k, |t| {
         let k0 = t * cols;
         let width = cols.min(k - k0);
-        let mut tile = vec![0f32; n * width];
-        for o in 0..n {
-            w.decode_into(o * k + k0, &mut tile[o * width..(o + 1) * width]);
-        }
-        let rhs = Operand { data: &tile, rs: width, cs: 1 };
+        let decoded;
+        let rhs = match w {
+            WeightView::F32(weights) => Operand { data: &weights[k0..], rs: k, cs: 1 },
+            WeightView::Packed(_) => {
+                let mut tile = vec![0f32; n * width];
+                for o in 0..n {
+                    w.decode_into(o * k + k0, &mut tile[o * width..(o + 1) * width]);
+                }
+                decoded = tile;
+                Operand { data: &decoded, rs: width, cs: 1 }
+            }
+        };
         // Safety: chunk t writes only columns k0..k0+width of dx.
         unsafe {
             gemm_raw(b, width, n, dst.add(k0), k, lhs, rhs, false, gemm::Parallelism::None)
@@ -223,9 +216,16 @@ pub fn weight_grad(g: &[f32], b: usize, n: usize, x: &[f32], k: usize, schedule:
         }
         return dw;
     }
-    let lhs = Operand { data: g, rs: 1, cs: n };
+    // Blocks of dW rows (output features), one single-threaded GEMM each.
     let rhs = Operand { data: x, rs: k, cs: 1 };
-    gemm_into(n, k, b, &mut dw, lhs, rhs, schedule.gemm_parallelism());
+    let dst = DstPtr(dw.as_mut_ptr());
+    for_each_block(schedule, n.div_ceil(F32_BLOCK_ROWS), b * n * k, |t| {
+        let o0 = t * F32_BLOCK_ROWS;
+        let rows = F32_BLOCK_ROWS.min(n - o0);
+        let lhs = Operand { data: &g[o0..], rs: 1, cs: n };
+        // Safety: block t writes only rows o0..o0+rows of dW.
+        unsafe { gemm_raw(rows, k, b, dst.add(o0 * k), k, lhs, rhs, false, gemm::Parallelism::None) }
+    });
     dw
 }
 

@@ -35,11 +35,4 @@ impl Schedule {
             Schedule::Parallel => "parallel",
         }
     }
-
-    fn gemm_parallelism(self) -> gemm::Parallelism {
-        match self {
-            Schedule::Parallel => gemm::Parallelism::Rayon(0),
-            _ => gemm::Parallelism::None,
-        }
-    }
 }
