@@ -201,6 +201,29 @@ def dense(args) -> None:
         print(table(), flush=True)
 
 
+def gpu(args) -> None:
+    """Dense forward on the GPU per dtype (upload of x, one submission and readback included),
+    with the GPU-vs-CPU relative error."""
+    if not pv.gpu_available():
+        print("no GPU adapter found by wgpu: nothing to measure")
+        return
+    info = pv.gpu_info()
+    print(f"polyvtd {pv.__version__} on {info['name']} ({info['backend']}, {info['driver']})\n")
+    rng = np.random.default_rng(0)
+    rows = []
+    for dtype in ("float32", "float16", "int8", "int4", "uint4", "fp8e4m3", "ternary", "binary"):
+        layer = pv.layers.Dense(args.size, args.size, activation="gelu", bias=True, dtype=dtype, seed=3)
+        cells = [dtype]
+        for batch in (1, 64):
+            x = rng.standard_normal((batch, args.size)).astype(np.float32)
+            y = layer.forward(x, device="gpu")
+            err = float(np.abs(y - layer.forward(x)).max() / np.abs(layer.forward(x)).max())
+            cells += [_fmt_ms(timeit(lambda: layer.forward(x, device="gpu"), args.budget)), f"{err:.1e}"]
+        rows.append(cells)
+    header = ["dtype", "batch 1 ms", "rel err", "batch 64 ms", "rel err"]
+    print(_table(f"Dense {args.size}×{args.size} forward on the GPU", header, rows))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m polyvtd.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,8 +233,11 @@ def main(argv=None) -> int:
     d.add_argument("--no-welvet", action="store_true", help="skip the reference engine even if installed")
     d.add_argument("--epochs", type=int, default=20)
     d.add_argument("--budget", type=float, default=0.4, help="seconds of repeats per figure")
+    g = sub.add_parser("gpu", help="Dense forward on the GPU per dtype")
+    g.add_argument("--size", type=int, default=4096)
+    g.add_argument("--budget", type=float, default=0.4, help="seconds of repeats per figure")
     args = parser.parse_args(argv)
-    {"dense": dense}[args.suite](args)
+    {"dense": dense, "gpu": gpu}[args.suite](args)
     return 0
 
 

@@ -1,0 +1,35 @@
+"""The benchmark module runs and prints well-formed tables (tiny shapes; speed is not tested)."""
+
+import argparse
+
+import numpy as np
+
+import polyvtd as pv
+from polyvtd import bench
+
+
+def test_forward_table_has_a_row_per_dtype_and_mode():
+    rng = np.random.default_rng(0)
+    table = bench.forward_table("tiny", (8, 16, 4), 4, ("float32", "int4"), ("tiled", "parallel"), None, rng, 0.01)
+    rows = [line for line in table.splitlines() if line.startswith("| float32") or line.startswith("| int4")]
+    assert len(rows) == 4
+    assert all(line.count("|") == 7 for line in rows)
+
+
+def test_numpy_training_reference_reduces_the_loss():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    t = (x[:, :2] * 0.5).astype(np.float32)
+    w = [rng.standard_normal((16, 8)).astype(np.float32) * 0.3, rng.standard_normal((2, 16)).astype(np.float32) * 0.3]
+    loss = lambda ws: float(np.mean((bench._numpy_forward(ws)(x) - t) ** 2))
+    trained = bench._numpy_train([x], [t], w, epochs=200, lr=0.05)
+    assert loss(trained) < 0.5 * loss(w)
+
+
+def test_gpu_suite_reports(capsys):
+    bench.gpu(argparse.Namespace(size=32, budget=0.01))
+    out = capsys.readouterr().out
+    if pv.gpu_available():
+        assert "| int4 |" in out and "rel err" in out
+    else:
+        assert "no GPU adapter" in out
