@@ -162,7 +162,7 @@ impl Packed {
     fn decode_lut_fixed<const PER_BYTE: usize>(&self, start: usize, out: &mut [f32]) {
         let mut i = 0;
         // Head: elements before the next byte boundary.
-        while i < out.len() && (start + i) % PER_BYTE != 0 {
+        while i < out.len() && !(start + i).is_multiple_of(PER_BYTE) {
             out[i] = self.value_of_code(self.code(start + i));
             i += 1;
         }

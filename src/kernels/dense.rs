@@ -38,7 +38,8 @@ impl DstPtr {
     }
 }
 
-/// dst[m×n] (row stride dst_rs, unit column stride) = (accumulate ? dst : 0) + lhs[m×k]·rhs[k×n].
+/// dst[m×n] (row stride dst_rs, unit column stride) = lhs[m×k]·rhs[k×n], on the calling thread
+/// (parallelism comes from running blocks side by side, see `for_each_block`).
 ///
 /// Safety: `dst` must be valid for writes at every (r, c) with r < m, c < n, and no other thread
 /// may touch those elements during the call.
@@ -50,8 +51,6 @@ unsafe fn gemm_raw(
     dst_rs: usize,
     lhs: Operand,
     rhs: Operand,
-    accumulate: bool,
-    parallelism: gemm::Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -67,7 +66,7 @@ unsafe fn gemm_raw(
         dst.0,
         1,
         dst_rs as isize,
-        accumulate,
+        false,
         lhs.data.as_ptr(),
         lhs.cs as isize,
         lhs.rs as isize,
@@ -79,7 +78,7 @@ unsafe fn gemm_raw(
         false,
         false,
         false,
-        parallelism,
+        gemm::Parallelism::None,
     );
 }
 
@@ -145,7 +144,7 @@ pub fn forward(x: &[f32], b: usize, k: usize, w: WeightView, n: usize, schedule:
         let rhs = Operand { data: tile, rs: 1, cs: k };
         // Safety: block t writes only columns o0..o0+rows of y.
         unsafe {
-            gemm_raw(b, rows, k, dst.add(o0), n, lhs, rhs, false, gemm::Parallelism::None)
+            gemm_raw(b, rows, k, dst.add(o0), n, lhs, rhs)
         }
     });
     y
@@ -192,7 +191,7 @@ pub fn backward_input(g: &[f32], b: usize, n: usize, w: WeightView, k: usize, sc
         };
         // Safety: chunk t writes only columns k0..k0+width of dx.
         unsafe {
-            gemm_raw(b, width, n, dst.add(k0), k, lhs, rhs, false, gemm::Parallelism::None)
+            gemm_raw(b, width, n, dst.add(k0), k, lhs, rhs)
         }
     });
     dx
@@ -224,7 +223,7 @@ pub fn weight_grad(g: &[f32], b: usize, n: usize, x: &[f32], k: usize, schedule:
         let rows = F32_BLOCK_ROWS.min(n - o0);
         let lhs = Operand { data: &g[o0..], rs: 1, cs: n };
         // Safety: block t writes only rows o0..o0+rows of dW.
-        unsafe { gemm_raw(rows, k, b, dst.add(o0 * k), k, lhs, rhs, false, gemm::Parallelism::None) }
+        unsafe { gemm_raw(rows, k, b, dst.add(o0 * k), k, lhs, rhs) }
     });
     dw
 }

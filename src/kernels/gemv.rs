@@ -22,7 +22,7 @@ pub fn applies(w: WeightView, k: usize, batch: usize) -> bool {
             WeightView::F32(_) => true,
             WeightView::Packed(p) => match p.dtype {
                 DType::Int8 => true,
-                DType::Int4 => k % 2 == 0,
+                DType::Int4 => k.is_multiple_of(2),
                 _ => false,
             },
         }

@@ -32,6 +32,9 @@ pub fn infer(net: &VolumetricNetwork, x: &[f32], batch: usize, schedule: Schedul
     Ok(current.map_or_else(|| x.to_vec(), |(_, v)| v))
 }
 
+/// One layer's parameter gradients, in `Layer::params` order.
+pub type ParamGrads = Vec<Vec<f32>>;
+
 /// One layer's record from a training forward.
 pub struct Step {
     pub coord: Coord,
@@ -54,7 +57,7 @@ pub fn forward_train(net: &VolumetricNetwork, x: &[f32], batch: usize, schedule:
 /// Backward over the records in reverse order; returns each layer's parameter gradients (in
 /// forward order, matching `Layer::params`) and, when `need_input` is set, the gradient with
 /// respect to the network input (empty otherwise).
-pub fn backward(steps: &[Step], x: &[f32], grad_out: Vec<f32>, batch: usize, schedule: Schedule, need_input: bool) -> Result<(Vec<Vec<Vec<f32>>>, Vec<f32>)> {
+pub fn backward(steps: &[Step], x: &[f32], grad_out: Vec<f32>, batch: usize, schedule: Schedule, need_input: bool) -> Result<(Vec<ParamGrads>, Vec<f32>)> {
     let mut param_grads = Vec::with_capacity(steps.len());
     let mut grad = grad_out;
     for (i, step) in steps.iter().enumerate().rev() {

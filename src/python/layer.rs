@@ -13,6 +13,8 @@ use numpy::PyArrayDyn;
 use pyo3::prelude::*;
 use std::sync::Arc;
 
+type Array<'py> = Bound<'py, PyArrayDyn<f32>>;
+
 #[pyclass(name = "Layer", module = "polyvtd", frozen)]
 pub struct PyLayer {
     pub inner: Arc<Layer>,
@@ -119,7 +121,7 @@ impl PyLayer {
         x: &Bound<'py, PyAny>,
         grad_out: &Bound<'py, PyAny>,
         mode: &str,
-    ) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, Vec<Bound<'py, PyArrayDyn<f32>>>)> {
+    ) -> PyResult<(Array<'py>, Vec<Array<'py>>)> {
         let (x, grad_out) = (contiguous_f32(x, "input")?, contiguous_f32(grad_out, "grad_out")?);
         let schedule = Schedule::parse(mode).py()?;
         let (data, batch, width) = rows(&x, "input").py()?;
