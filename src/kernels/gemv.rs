@@ -345,26 +345,38 @@ mod avx512 {
         sum
     }
 
+    /// Nibble codes 0..15 → their signed values as f32 with one table permute (vpermps), so the
+    /// nibble needs no sign extension or int→float conversion.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn nibble_values(nibbles: __m128i, table: __m512) -> __m512 {
+        _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(nibbles), table)
+    }
+
     #[target_feature(enable = "avx512f,avx512bw")]
     pub unsafe fn int4_dot(codes: &[u8], even: &[f32], odd: &[f32]) -> f32 {
         let n = codes.len().min(even.len()).min(odd.len());
+        let table = _mm512_setr_ps(0., 1., 2., 3., 4., 5., 6., 7., -8., -7., -6., -5., -4., -3., -2., -1.);
         let mask = _mm256_set1_epi8(0x0F);
-        let eight = _mm256_set1_epi8(8);
-        let signed = |v: __m256i| _mm256_sub_epi8(_mm256_xor_si256(v, eight), eight);
-        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut acc = [_mm512_setzero_ps(); 8];
         let mut j = 0;
-        while j + 32 <= n {
-            let c = _mm256_loadu_si256(codes.as_ptr().add(j) as *const __m256i);
-            let lo = signed(_mm256_and_si256(c, mask));
-            let hi = signed(_mm256_and_si256(_mm256_srli_epi16(c, 4), mask));
-            let (e, o) = (even.as_ptr().add(j), odd.as_ptr().add(j));
-            acc[0] = _mm512_fmadd_ps(widen16(_mm256_castsi256_si128(lo)), _mm512_loadu_ps(e), acc[0]);
-            acc[1] = _mm512_fmadd_ps(widen16(_mm256_extracti128_si256(lo, 1)), _mm512_loadu_ps(e.add(16)), acc[1]);
-            acc[2] = _mm512_fmadd_ps(widen16(_mm256_castsi256_si128(hi)), _mm512_loadu_ps(o), acc[2]);
-            acc[3] = _mm512_fmadd_ps(widen16(_mm256_extracti128_si256(hi, 1)), _mm512_loadu_ps(o.add(16)), acc[3]);
-            j += 32;
+        // 64 code bytes (128 weights) per iteration: eight independent accumulators.
+        while j + 64 <= n {
+            for half in 0..2 {
+                let at = j + 32 * half;
+                let c = _mm256_loadu_si256(codes.as_ptr().add(at) as *const __m256i);
+                let lo = _mm256_and_si256(c, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), mask);
+                let (e, o) = (even.as_ptr().add(at), odd.as_ptr().add(at));
+                let a = &mut acc[4 * half..4 * half + 4];
+                a[0] = _mm512_fmadd_ps(nibble_values(_mm256_castsi256_si128(lo), table), _mm512_loadu_ps(e), a[0]);
+                a[1] = _mm512_fmadd_ps(nibble_values(_mm256_extracti128_si256(lo, 1), table), _mm512_loadu_ps(e.add(16)), a[1]);
+                a[2] = _mm512_fmadd_ps(nibble_values(_mm256_castsi256_si128(hi), table), _mm512_loadu_ps(o), a[2]);
+                a[3] = _mm512_fmadd_ps(nibble_values(_mm256_extracti128_si256(hi, 1), table), _mm512_loadu_ps(o.add(16)), a[3]);
+            }
+            j += 64;
         }
-        let total = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        let sum4 = |a: &[__m512]| _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+        let total = _mm512_add_ps(sum4(&acc[..4]), sum4(&acc[4..]));
         _mm512_reduce_add_ps(total) + super::scalar_int4_dot(&codes[..n], even, odd, j)
     }
 }
