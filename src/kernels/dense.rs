@@ -117,7 +117,7 @@ pub fn forward(x: &[f32], b: usize, k: usize, w: WeightView, n: usize, schedule:
         }
         return y;
     }
-    if super::gemv::applies(w, k, b) {
+    if super::gemv::applies(b) {
         return super::gemv::forward(x, b, k, w, n, schedule);
     }
     let lhs = Operand { data: x, rs: k, cs: 1 };
