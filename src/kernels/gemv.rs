@@ -33,9 +33,8 @@ enum CodeKernel {
     Crumbs { table: [f32; 16] },
     /// One bit per weight, ±scale. AVX-512 only.
     Bits { scale: f32 },
-    /// IEEE half / bfloat16 codes. AVX-512 only.
-    Half,
-    BHalf,
+    /// IEEE half (or, with `bfloat16`, bfloat16) codes. AVX-512 only.
+    Half { bfloat16: bool },
     /// (code − zero_point)·x over unsigned bytes, times `scale`. AVX-512 only.
     Uint8 { zero_point: f32, scale: f32 },
     /// OCP FP8 codes of the standard code book (bit-shift decode), times `scale`. AVX-512 only.
@@ -55,8 +54,8 @@ impl CodeKernel {
             DType::Uint4 | DType::Fp4 if aligned && wide => CodeKernel::Nibbles { table: values(), post_scale: 1.0 },
             DType::Int2 | DType::Uint2 | DType::Ternary if aligned && wide => CodeKernel::Crumbs { table: values() },
             DType::Binary if aligned && wide => CodeKernel::Bits { scale: packed.scale },
-            DType::Float16 if wide => CodeKernel::Half,
-            DType::BFloat16 if wide => CodeKernel::BHalf,
+            DType::Float16 if wide => CodeKernel::Half { bfloat16: false },
+            DType::BFloat16 if wide => CodeKernel::Half { bfloat16: true },
             DType::Fp8E4M3 if wide && packed.codec == Codec::Standard => CodeKernel::Fp8 { mantissa_shift: 20, rebias: 120, scale: packed.scale },
             DType::Fp8E5M2 if wide && packed.codec == Codec::Standard => CodeKernel::Fp8 { mantissa_shift: 21, rebias: 112, scale: packed.scale },
             // Both code books decode unsigned bytes as (code − zero_point)·scale (Loom: zero point 0).
@@ -85,9 +84,7 @@ impl CodeKernel {
             #[cfg(target_arch = "x86_64")]
             CodeKernel::Bits { scale } => unsafe { simd::avx512::bits_dot(codes, &x[0], scale) },
             #[cfg(target_arch = "x86_64")]
-            CodeKernel::Half => unsafe { simd::avx512::f16_dot(codes, &x[0]) },
-            #[cfg(target_arch = "x86_64")]
-            CodeKernel::BHalf => unsafe { simd::avx512::bf16_dot(codes, &x[0]) },
+            CodeKernel::Half { bfloat16 } => unsafe { simd::avx512::half_dot(codes, &x[0], bfloat16) },
             #[cfg(target_arch = "x86_64")]
             CodeKernel::Uint8 { zero_point, scale } => unsafe { simd::avx512::uint8_dot(codes, &x[0], zero_point) * scale },
             #[cfg(target_arch = "x86_64")]

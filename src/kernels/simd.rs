@@ -303,12 +303,13 @@ pub mod avx512 {
         sum(&acc) + tail
     }
 
-    /// IEEE half codes (little-endian pairs of bytes), converted exactly by vcvtph2ps.
+    /// 16-bit float codes (little-endian byte pairs): IEEE half (widened exactly by vcvtph2ps)
+    /// or, with `bfloat16`, the upper half of an f32 (widened by a 16-bit shift).
     ///
     /// # Safety
     /// The CPU must support AVX-512F/BW.
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub unsafe fn f16_dot(codes: &[u8], x: &[f32]) -> f32 {
+    pub unsafe fn half_dot(codes: &[u8], x: &[f32], bfloat16: bool) -> f32 {
         let n = x.len().min(codes.len() / 2);
         let mut acc = [_mm512_setzero_ps(); 2];
         let mut i = 0;
@@ -316,34 +317,20 @@ pub mod avx512 {
             for (q, a) in acc.iter_mut().enumerate() {
                 let at = i + 16 * q;
                 let h = _mm256_loadu_si256(codes.as_ptr().add(2 * at) as *const __m256i);
-                *a = _mm512_fmadd_ps(_mm512_cvtph_ps(h), _mm512_loadu_ps(x.as_ptr().add(at)), *a);
-            }
-            i += 32;
-        }
-        let tail: f32 = (i..n).map(|e| half::f16::from_le_bytes([codes[2 * e], codes[2 * e + 1]]).to_f32() * x[e]).sum();
-        sum(&acc) + tail
-    }
-
-    /// bfloat16 codes: the upper half of an f32, so widening is a 16-bit shift.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F/BW.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub unsafe fn bf16_dot(codes: &[u8], x: &[f32]) -> f32 {
-        let n = x.len().min(codes.len() / 2);
-        let mut acc = [_mm512_setzero_ps(); 2];
-        let mut i = 0;
-        while i + 32 <= n {
-            for (q, a) in acc.iter_mut().enumerate() {
-                let at = i + 16 * q;
-                let h = _mm256_loadu_si256(codes.as_ptr().add(2 * at) as *const __m256i);
-                let w = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+                let w = if bfloat16 {
+                    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+                } else {
+                    _mm512_cvtph_ps(h)
+                };
                 *a = _mm512_fmadd_ps(w, _mm512_loadu_ps(x.as_ptr().add(at)), *a);
             }
             i += 32;
         }
-        let tail: f32 = (i..n).map(|e| f32::from_bits((u16::from_le_bytes([codes[2 * e], codes[2 * e + 1]]) as u32) << 16) * x[e]).sum();
-        sum(&acc) + tail
+        let scalar = |e: usize| {
+            let code = u16::from_le_bytes([codes[2 * e], codes[2 * e + 1]]);
+            if bfloat16 { f32::from_bits((code as u32) << 16) } else { half::f16::from_bits(code).to_f32() }
+        };
+        sum(&acc) + (i..n).map(|e| scalar(e) * x[e]).sum::<f32>()
     }
 
     /// Σ decode(code)·x over OCP FP8 codes (the caller multiplies by the scale). Shifting the 7
