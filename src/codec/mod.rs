@@ -243,64 +243,50 @@ pub fn encode_standard(values: &[f32], dtype: DType) -> Packed {
         let stored = s as f32;
         if stored > 0.0 && stored.is_finite() { stored as f64 } else { 1.0 }
     };
-    let codes: Vec<u64>;
-    let (mut scale, mut zero_point) = (1.0f64, 0.0f64);
     match dtype.family() {
-        Family::Float => {
-            codes = values
-                .iter()
-                .map(|&v| match dtype {
-                    DType::Float64 => (v as f64).to_bits(),
-                    DType::Float32 => v.to_bits() as u64,
-                    DType::Float16 => minifloat::f16_encode(v) as u64,
-                    _ => minifloat::bf16_encode(v) as u64,
-                })
-                .collect();
-        }
+        Family::Float => pack_codes(dtype, values, 1.0, 0.0, |v| match dtype {
+            DType::Float64 => (v as f64).to_bits(),
+            DType::Float32 => v.to_bits() as u64,
+            DType::Float16 => minifloat::f16_encode(v) as u64,
+            _ => minifloat::bf16_encode(v) as u64,
+        }),
         Family::ScaledFloat => {
             let (max_code, encode): (f64, fn(f64) -> u8) = match dtype {
                 DType::Fp8E4M3 => (448.0, minifloat::fp8_e4m3_encode),
                 DType::Fp8E5M2 => (57344.0, minifloat::fp8_e5m2_encode),
                 _ => (6.0, minifloat::fp4_encode),
             };
-            scale = nonzero_or_one(max_abs as f64 / max_code);
-            codes = values.iter().map(|&v| encode(v as f64 / scale) as u64).collect();
+            let scale = nonzero_or_one(max_abs as f64 / max_code);
+            pack_codes(dtype, values, scale, 0.0, |v| encode(v as f64 / scale) as u64)
         }
         Family::Signed => {
             let max_code = dtype.signed_max_code();
             let min_code = if dtype == DType::Ternary { -1.0 } else { -max_code - 1.0 };
-            scale = if dtype == DType::Ternary {
+            let scale = if dtype == DType::Ternary {
                 nonzero_or_one(mean_abs(values))
             } else {
                 nonzero_or_one(max_abs as f64 / max_code)
             };
             let mask = bit_mask(dtype.bits());
-            codes = values
-                .iter()
-                .map(|&v| {
-                    let q = (v as f64 / scale).round_half_even().clamp(min_code, max_code);
-                    (q as i64 as u64) & mask
-                })
-                .collect();
+            pack_codes(dtype, values, scale, 0.0, |v| {
+                let q = (v as f64 / scale).round_half_even().clamp(min_code, max_code);
+                (q as i64 as u64) & mask
+            })
         }
         Family::Unsigned => {
-            let (lo, hi) = values.iter().fold((0f64, 0f64), |(lo, hi), &v| {
-                (lo.min(v as f64), hi.max(v as f64))
-            });
+            let (lo, hi) = values.iter().fold((0f64, 0f64), |(lo, hi), &v| (lo.min(v as f64), hi.max(v as f64)));
             let q_max = dtype.unsigned_max_code();
-            scale = nonzero_or_one((hi - lo) / q_max);
-            zero_point = (-lo / scale).round_half_even().clamp(0.0, q_max);
-            codes = values
-                .iter()
-                .map(|&v| ((v as f64 / scale).round_half_even() + zero_point).clamp(0.0, q_max) as u64)
-                .collect();
+            let scale = nonzero_or_one((hi - lo) / q_max);
+            let zero_point = (-lo / scale).round_half_even().clamp(0.0, q_max);
+            pack_codes(dtype, values, scale, zero_point, |v| ((v as f64 / scale).round_half_even() + zero_point).clamp(0.0, q_max) as u64)
         }
-        Family::Binary => {
-            scale = nonzero_or_one(mean_abs(values));
-            codes = values.iter().map(|&v| (v >= 0.0) as u64).collect();
-        }
+        Family::Binary => pack_codes(dtype, values, nonzero_or_one(mean_abs(values)), 0.0, |v| (v >= 0.0) as u64),
     }
-    Packed::from_codes(dtype, Codec::Standard, codes.into_iter(), scale as f32, zero_point)
+}
+
+/// Standard-code-book packing: codes stream straight into the bit packer (no code vector).
+fn pack_codes(dtype: DType, values: &[f32], scale: f64, zero_point: f64, code: impl Fn(f32) -> u64) -> Packed {
+    Packed::from_codes(dtype, Codec::Standard, values.iter().map(|&v| code(v)), scale as f32, zero_point)
 }
 
 /// The reference's automatic scale for a first morph (numerics.md §3.1).
