@@ -3,26 +3,49 @@
 //! uint8). AVX-512 and AVX2+FMA are detected at run time; `gemv.rs` only selects a kernel the
 //! CPU has, with scalar fallbacks for float32, int8 and int4 on other CPUs.
 
-pub fn has_avx512() -> bool {
+/// Instruction-set levels the kernels use, widest last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SimdLevel {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+/// The widest level this CPU supports, capped by the environment variable `POLYVTD_SIMD`
+/// ("avx512", "avx2" or "scalar"; read once) — a way to run and test the fallback kernels on
+/// a machine that has the wider ones.
+pub fn level() -> SimdLevel {
+    static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = match std::env::var("POLYVTD_SIMD").map(|v| v.to_ascii_lowercase()).as_deref() {
+            Ok("scalar") => SimdLevel::Scalar,
+            Ok("avx2") => SimdLevel::Avx2,
+            _ => SimdLevel::Avx512,
+        };
+        detected().min(cap)
+    })
+}
+
+fn detected() -> SimdLevel {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw")
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx2") && has!("fma") {
+            return SimdLevel::Avx512;
+        }
+        if has!("avx2") && has!("fma") {
+            return SimdLevel::Avx2;
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    SimdLevel::Scalar
+}
+
+pub fn has_avx512() -> bool {
+    level() >= SimdLevel::Avx512
 }
 
 pub fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    level() >= SimdLevel::Avx2
 }
 
 /// Σ w[i]·x[i].

@@ -10,6 +10,16 @@ mod weights;
 
 use pyo3::prelude::*;
 
+/// The CPU kernels' instruction set: "avx512", "avx2" or "scalar" (capped by POLYVTD_SIMD).
+#[pyfunction]
+fn simd_level() -> &'static str {
+    match crate::kernels::simd::level() {
+        crate::kernels::simd::SimdLevel::Avx512 => "avx512",
+        crate::kernels::simd::SimdLevel::Avx2 => "avx2",
+        crate::kernels::simd::SimdLevel::Scalar => "scalar",
+    }
+}
+
 #[pymodule]
 #[pyo3(name = "_core")]
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -22,5 +32,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gpu::gpu_info, m)?)?;
     m.add_function(wrap_pyfunction!(weights::dtypes, m)?)?;
     m.add_function(wrap_pyfunction!(arrays::borrowed_data_ptr, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     Ok(())
 }
