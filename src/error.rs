@@ -23,23 +23,11 @@ pub enum Error {
     /// A GPU operation failed after the device was obtained.
     #[error("{0}")]
     Gpu(String),
-    /// File system problems (path named in the message).
-    #[error("{0}")]
-    Io(String),
-    /// Training hit a non-finite loss or gradient; weights are the last good ones.
-    #[error("{0}")]
-    Numerical(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Shorthand constructors keep call sites short and the messages uniform.
+/// Shorthand for the shape checks of the GPU entry points.
 pub fn shape_err<T>(msg: impl Into<String>) -> Result<T> {
     Err(Error::Shape(msg.into()))
-}
-pub fn spec_err<T>(msg: impl Into<String>) -> Result<T> {
-    Err(Error::Spec(msg.into()))
-}
-pub fn value_err<T>(msg: impl Into<String>) -> Result<T> {
-    Err(Error::Value(msg.into()))
 }

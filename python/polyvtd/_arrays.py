@@ -1,20 +1,5 @@
-"""Argument conversion and checks: float32 C-contiguous arrays pass through untouched (the
-native side borrows them), anything else is converted once; integer arguments are checked
-before they reach the native side (which takes unsigned sizes)."""
-
-import numpy as np
-
-
-def as_input(x, what="input"):
-    """Return ``x`` itself when it is already float32 C-contiguous, else a converted copy."""
-    if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous:
-        return x
-    try:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        from .errors import InputError
-
-        raise InputError(f"{what} cannot be converted to a float32 array: {exc}") from None
+"""Argument checks done before the native side, which takes unsigned sizes. (Array conversion
+lives on the native side: src/python/arrays.rs.)"""
 
 
 def non_negative(**values):

@@ -22,14 +22,6 @@ class InputError(PolyError, ValueError):
     """A value is out of its domain: NaN inputs, an empty batch, a negative epoch count..."""
 
 
-class FileError(PolyError, OSError):
-    """A file could not be read or written (the message names the path)."""
-
-
-class ModelLoadError(PolyError, ValueError):
-    """A model file or checkpoint is malformed."""
-
-
 class GpuError(PolyError, RuntimeError):
     """A GPU operation failed (device lost, out of memory, validation error)."""
 
@@ -44,8 +36,6 @@ __all__ = [
     "SpecError",
     "DTypeError",
     "InputError",
-    "FileError",
-    "ModelLoadError",
     "GpuError",
     "GpuUnavailableError",
 ]

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from . import _core
-from ._arrays import as_input, non_negative
+from ._arrays import non_negative
 from .errors import InputError, SpecError
 
 SpecLike = Union[dict, str, "os.PathLike[str]"]
@@ -100,9 +100,9 @@ class VolumetricNetwork:
     # --- compute ----------------------------------------------------------------------------
     def forward(self, x, *, mode: str = "parallel", device: str = "cpu") -> np.ndarray:
         """Run ``x`` ([batch, features] or [features]) through the grid; returns [batch, out].
-        float32 C-contiguous input is read in place (no copy). ``mode``: "normal", "tiled" or
+        float32 C-contiguous input is read in place (no copy); anything else is converted once. ``mode``: "normal", "tiled" or
         "parallel"; ``device``: "cpu" or "gpu"."""
-        return self._net.forward(as_input(x), mode=mode, device=device)
+        return self._net.forward(x, mode=mode, device=device)
 
     __call__ = forward
 
@@ -166,8 +166,7 @@ class VolumetricNetwork:
             raise InputError(
                 f"device={device!r}: training runs on the CPU in this release; use forward(device='gpu') for GPU inference"
             )
-        x = as_input(inputs, "inputs")
-        t = self._targets(targets, loss, x)
+        t = self._targets(targets, loss, np.ndim(inputs))
         sched = dict(schedule) if isinstance(schedule, dict) else ({"type": schedule} if schedule else {})
         if sched and "type" not in sched:
             sched["type"] = "constant"  # warm-up / min_lr alone: a constant schedule with them
@@ -189,7 +188,7 @@ class VolumetricNetwork:
 
         try:
             return self._net.train(
-                x, t, int(epochs), float(lr), int(batch_size), loss, optimizer, float(momentum),
+                inputs, t, int(epochs), float(lr), int(batch_size), loss, optimizer, float(momentum),
                 float(betas[0]), float(betas[1]), float(eps), weight_decay, clip_norm,
                 sched.get("type"), int(sched.get("step_size", 0)), float(sched.get("gamma", 0.1)),
                 int(sched.get("warmup_steps", 0)), float(sched.get("min_lr", 0.0)), mode, int(seed),
@@ -199,7 +198,9 @@ class VolumetricNetwork:
             if bar is not None:
                 bar.close()
 
-    def _targets(self, targets, loss: str, x: np.ndarray) -> np.ndarray:
+    def _targets(self, targets, loss: str, input_ndim: int):
+        """Class indices become one-hot rows for cross-entropy; a 1-D target for 2-D inputs is
+        one column. Everything else passes as given (the native side converts it)."""
         t = np.asarray(targets)
         sizes = self._net.io_sizes
         out_width = sizes[1] if sizes else 0
@@ -213,8 +214,7 @@ class VolumetricNetwork:
             onehot = np.zeros((t.shape[0], out_width), dtype=np.float32)
             onehot[np.arange(t.shape[0]), t] = 1.0
             return onehot
-        t = as_input(t, "targets")
-        if t.ndim == 1 and x.ndim == 2 and t.shape[0] == x.shape[0]:
+        if t.ndim == 1 and input_ndim == 2:
             t = t.reshape(-1, 1)
         return t
 

@@ -11,10 +11,9 @@ fn class_name(err: &Error) -> &'static str {
         Error::Shape(_) => "ShapeError",
         Error::Spec(_) => "SpecError",
         Error::DType(_) => "DTypeError",
-        Error::Value(_) | Error::Numerical(_) => "InputError",
+        Error::Value(_) => "InputError",
         Error::GpuUnavailable(_) => "GpuUnavailableError",
         Error::Gpu(_) => "GpuError",
-        Error::Io(_) => "FileError",
     }
 }
 
