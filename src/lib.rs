@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod codec;
+pub mod coord;
 pub mod dtype;
 pub mod error;
 pub mod gpu;

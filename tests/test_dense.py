@@ -29,7 +29,7 @@ def params_of(layer):
 def check_forward(layer, x, mode="parallel", tol=1e-5):
     w, b = params_of(layer)
     y = layer.forward(x, mode=mode)
-    assert y.dtype == np.float32 and y.shape == (x.shape[0], layer.output_size)
+    assert y.dtype == np.float32 and y.shape == (x.shape[0], layer.weights.shape[0])
     expected = dense_forward(x, w, b, layer_activation(layer))
     assert rel_err(y, expected) <= tol
     return y
@@ -41,11 +41,11 @@ def check_backward(layer, x, g, mode="parallel", tol=1e-5):
     edx, edw, edb = dense_backward(x, w, g, b, layer_activation(layer))
     assert dx.shape == x.shape and dx.dtype == np.float32
     assert len(grads) == (2 if b is not None else 1)
-    assert grads[0].shape == (layer.output_size, layer.input_size)
+    assert grads[0].shape == (layer.weights.shape[0], layer.weights.shape[1])
     assert rel_err(dx, edx) <= tol
     assert rel_err(grads[0], edw) <= tol
     if b is not None:
-        assert grads[1].shape == (layer.output_size,)
+        assert grads[1].shape == (layer.weights.shape[0],)
         assert rel_err(grads[1], edb) <= tol
     return dx, grads
 
@@ -192,7 +192,7 @@ def test_input_gradient_matches_finite_differences_through_the_layer(activation,
 
 def test_layer_properties_and_init():
     layer = pv.layers.Dense(25, 7, "relu", bias=True, seed=4)
-    assert layer.type == "Dense" and layer.input_size == 25 and layer.output_size == 7
+    assert layer.type == "Dense" and layer.weights.shape[1] == 25 and layer.weights.shape[0] == 7
     assert layer.activation == "ReLU" and layer.dtype == "float32"
     assert layer.num_params == 25 * 7 + 7
     assert layer.weights.shape == [7, 25] and layer.bias.shape == [7]

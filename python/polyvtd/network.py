@@ -166,7 +166,7 @@ class VolumetricNetwork:
             raise InputError(
                 f"device={device!r}: training runs on the CPU in this release; use forward(device='gpu') for GPU inference"
             )
-        t = self._targets(targets, loss, np.ndim(inputs))
+        t = self._targets(targets, loss, inputs)
         sched = dict(schedule) if isinstance(schedule, dict) else ({"type": schedule} if schedule else {})
         if sched and "type" not in sched:
             sched["type"] = "constant"  # warm-up / min_lr alone: a constant schedule with them
@@ -198,23 +198,23 @@ class VolumetricNetwork:
             if bar is not None:
                 bar.close()
 
-    def _targets(self, targets, loss: str, input_ndim: int):
-        """Class indices become one-hot rows for cross-entropy; a 1-D target for 2-D inputs is
-        one column. Everything else passes as given (the native side converts it)."""
+    def _targets(self, targets, loss: str, inputs):
+        """Class indices become one-hot along the output's last axis for cross-entropy; a 1-D
+        target for a network with one output per sample is one column. Everything else passes as
+        given (the native side converts and checks it)."""
         t = np.asarray(targets)
-        sizes = self._net.io_sizes
-        out_width = sizes[1] if sizes else 0
+        x_shape = np.shape(inputs)
+        out_shape = self._net.output_shape(list(x_shape[1:]) if len(x_shape) > 1 else list(x_shape))
+        classes = out_shape[-1] if out_shape else 1
         is_ce = loss.lower() in ("cross_entropy", "crossentropy", "ce")
         integral = np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_ or (
             np.issubdtype(t.dtype, np.floating) and t.size > 0 and np.all(np.isfinite(t)) and np.all(t == np.round(t)))
-        if is_ce and t.ndim == 1 and out_width > 1 and integral:
+        if is_ce and classes > 1 and integral and t.ndim >= 1 and list(t.shape[1:]) == list(out_shape[:-1]):
             t = t.astype(np.int64)
-            if t.size and (t.min() < 0 or t.max() >= out_width):
-                raise InputError(f"class index out of range [0, {out_width}): got {t.min()}..{t.max()}")
-            onehot = np.zeros((t.shape[0], out_width), dtype=np.float32)
-            onehot[np.arange(t.shape[0]), t] = 1.0
-            return onehot
-        if t.ndim == 1 and input_ndim == 2:
+            if t.size and (t.min() < 0 or t.max() >= classes):
+                raise InputError(f"class index out of range [0, {classes}): got {t.min()}..{t.max()}")
+            return np.eye(classes, dtype=np.float32)[t]
+        if t.ndim == 1 and list(out_shape) == [1]:
             t = t.reshape(-1, 1)
         return t
 

@@ -1,14 +1,15 @@
 //! Dense (fully connected) layer: y = f(x·Wᵀ + b), W stored [out][in], bias optional (off by
 //! default, as in the reference). Computes from the active dtype's packed weights.
 
-use super::{Device, Grads, Param, Saved};
+use super::spec::{Build, Fields};
+use super::{check_grad, copy_param, new_param, through_activation, Ctx, Device, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
 use crate::activation::Activation;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::kernels::{dense as kernel, Schedule};
 use crate::rng::Rng;
-use crate::weights::{WeightStore, WeightView};
-use std::sync::{Arc, RwLock};
+use serde_json::{json, Map, Value};
+use crate::weights::WeightView;
 
 #[derive(Debug, Clone)]
 pub struct Dense {
@@ -30,36 +31,37 @@ impl Dense {
         let mut rng = Rng::new(seed);
         let bound = 1.0 / (input_size as f32).sqrt();
         let w: Vec<f32> = (0..input_size * output_size).map(|_| rng.uniform(bound)).collect();
-        let weights = WeightStore::new(w, vec![output_size, input_size], codec)?;
+        let weights = new_param(w, vec![output_size, input_size], codec)?;
         let bias = if bias {
             let b: Vec<f32> = (0..output_size).map(|_| rng.uniform(bound)).collect();
-            Some(Arc::new(RwLock::new(WeightStore::new(b, vec![output_size], Codec::Standard)?)))
+            Some(new_param(b, vec![output_size], Codec::Standard)?)
         } else {
             None
         };
-        Ok(Dense { input_size, output_size, activation, weights: Arc::new(RwLock::new(weights)), bias })
+        Ok(Dense { input_size, output_size, activation, weights, bias })
     }
 
-    pub fn params(&self) -> Vec<Param> {
-        let mut p = vec![self.weights.clone()];
-        p.extend(self.bias.clone());
-        p
+    pub fn from_spec(f: &Fields, build: Build) -> Result<Dense> {
+        let input = f.positive("input_height", 0, "Dense")?;
+        let output = f.positive("output_height", 0, "Dense")?;
+        Dense::new(input, output, f.activation()?, f.bool("bias", false)?, build.seed, build.codec)
     }
 
-    pub fn deep_clone(&self) -> Dense {
-        let copy = |p: &Param| Arc::new(RwLock::new(p.read().unwrap().clone()));
-        Dense { weights: copy(&self.weights), bias: self.bias.as_ref().map(copy), ..self.clone() }
+    /// Rows of width `input_size` in a batch: the last axis when it is `input_size` wide
+    /// (PyTorch's Linear), else the whole sample flattened (e.g. after a convolution).
+    fn rows(&self, x: &Input) -> Result<usize> {
+        x.check_len()?;
+        self.output_shape(x.shape)?;
+        Ok(x.data.len() / self.input_size)
     }
 
-    fn check_input(&self, x: &[f32], batch: usize) -> Result<()> {
-        if x.len() != batch * self.input_size {
-            return Err(Error::Shape(format!(
-                "Dense expects input width {}, got {} values for batch {batch}",
-                self.input_size,
-                x.len()
-            )));
-        }
-        Ok(())
+    fn preactivation(&self, x: &Input, schedule: Schedule) -> Result<(Vec<f32>, Shape)> {
+        let rows = self.rows(x)?;
+        let store = self.weights.read().unwrap();
+        let mut y = kernel::forward(x.data, rows, self.input_size, store.view()?, self.output_size, schedule);
+        drop(store);
+        self.add_bias(&mut y)?;
+        Ok((y, self.output_shape(x.shape)?))
     }
 
     fn add_bias(&self, y: &mut [f32]) -> Result<()> {
@@ -73,26 +75,8 @@ impl Dense {
         Ok(())
     }
 
-    fn preactivation(&self, x: &[f32], batch: usize, schedule: Schedule) -> Result<Vec<f32>> {
-        self.check_input(x, batch)?;
-        let store = self.weights.read().unwrap();
-        let mut y = kernel::forward(x, batch, self.input_size, store.view()?, self.output_size, schedule);
-        drop(store);
-        self.add_bias(&mut y)?;
-        Ok(y)
-    }
-
-    pub fn infer(&self, x: &[f32], batch: usize, schedule: Schedule, device: Device) -> Result<Vec<f32>> {
-        if device == Device::Gpu {
-            return self.infer_gpu(x, batch);
-        }
-        let mut y = self.preactivation(x, batch, schedule)?;
-        self.activation.apply_slice(&mut y);
-        Ok(y)
-    }
-
-    fn infer_gpu(&self, x: &[f32], batch: usize) -> Result<Vec<f32>> {
-        self.check_input(x, batch)?;
+    fn infer_gpu(&self, x: &Input) -> Result<Vec<f32>> {
+        let rows = self.rows(x)?;
         let store = self.weights.read().unwrap();
         let weights = match store.view()? {
             WeightView::F32(values) => crate::gpu::GpuWeights::F32 { key: store.generation(), values },
@@ -103,36 +87,91 @@ impl Dense {
             Some(s) => Some(s.master()?),
             None => None,
         };
-        crate::gpu::dense_forward(x, batch, self.input_size, self.output_size, weights, bias, self.activation)
+        crate::gpu::dense_forward(x.data, rows, self.input_size, self.output_size, weights, bias, self.activation)
+    }
+}
+
+impl LayerOps for Dense {
+    fn type_name(&self) -> &'static str {
+        "Dense"
     }
 
-    pub fn forward_train(&self, x: &[f32], batch: usize, schedule: Schedule) -> Result<Saved> {
-        let pre = self.preactivation(x, batch, schedule)?;
+    fn output_shape(&self, input: &[usize]) -> Result<Shape> {
+        match input.split_last() {
+            Some((&last, rest)) if last == self.input_size => Ok([rest, &[self.output_size]].concat()),
+            _ if input.iter().product::<usize>() == self.input_size => Ok(vec![self.output_size]),
+            _ => Err(Error::Shape(format!(
+                "Dense expects samples of width {} (last axis or flattened), got sample shape {input:?}",
+                self.input_size
+            ))),
+        }
+    }
+
+    fn input_shape(&self) -> Option<Shape> {
+        Some(vec![self.input_size])
+    }
+
+    fn params(&self) -> Vec<Param> {
+        let mut p = vec![self.weights.clone()];
+        p.extend(self.bias.clone());
+        p
+    }
+
+    fn morphable(&self) -> Vec<Param> {
+        vec![self.weights.clone()]
+    }
+
+    fn activation(&self) -> Option<Activation> {
+        Some(self.activation)
+    }
+
+    fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
+        if ctx.device == Device::Gpu {
+            return self.infer_gpu(&x);
+        }
+        let (mut y, _) = self.preactivation(&x, ctx.schedule)?;
+        self.activation.apply_slice(&mut y);
+        Ok(y)
+    }
+
+    fn forward_train(&self, x: Input, ctx: &Ctx) -> Result<Saved> {
+        let (pre, shape) = self.preactivation(&x, ctx.schedule)?;
         let mut post = pre.clone();
         self.activation.apply_slice(&mut post);
-        Ok(Saved { pre, post })
+        Ok(Saved { post, shape, state: Box::new(pre) })
     }
 
-    pub fn backward(&self, x: &[f32], saved: &Saved, grad_out: &[f32], batch: usize, schedule: Schedule, need_input: bool) -> Result<Grads> {
+    fn backward(&self, x: Input, saved: &Saved, grad_out: &[f32], ctx: &Ctx, need_input: bool) -> Result<Grads> {
+        check_grad("Dense", grad_out, saved)?;
         let (k, n) = (self.input_size, self.output_size);
-        if grad_out.len() != batch * n {
-            return Err(Error::Shape(format!("Dense gradient has {} values, expected {}", grad_out.len(), batch * n)));
-        }
-        let g: Vec<f32> = match self.activation {
-            Activation::Linear => grad_out.to_vec(),
-            Activation::Relu => grad_out.iter().zip(&saved.pre).map(|(&go, &p)| if p > 0.0 { go } else { 0.0 }).collect(),
-            act => grad_out.iter().zip(&saved.pre).map(|(&go, &p)| go * act.derivative(p)).collect(),
-        };
+        let rows = self.rows(&x)?;
+        let g = through_activation(self.activation, grad_out, saved.state::<Vec<f32>>());
         let input = if need_input {
             let store = self.weights.read().unwrap();
-            kernel::backward_input(&g, batch, n, store.view()?, k, schedule)
+            kernel::backward_input(&g, rows, n, store.view()?, k, ctx.schedule)
         } else {
             Vec::new()
         };
-        let mut params = vec![kernel::weight_grad(&g, batch, n, x, k, schedule)];
-        if self.bias.is_some() {
-            params.push(kernel::column_sums(&g, batch, n));
+        let mut params = vec![(self.weights.clone(), kernel::weight_grad(&g, rows, n, x.data, k, ctx.schedule))];
+        if let Some(bias) = &self.bias {
+            params.push((bias.clone(), kernel::column_sums(&g, rows, n)));
         }
-        Ok(Grads { input, params })
+        Ok(Grads::new(input, params))
+    }
+
+    fn deep_clone(&self) -> Layer {
+        Layer::Dense(Dense { weights: copy_param(&self.weights), bias: self.bias.as_ref().map(copy_param), ..self.clone() })
+    }
+
+    fn spec(&self) -> Map<String, Value> {
+        let mut o = Map::new();
+        o.insert("type".into(), json!("Dense"));
+        o.insert("activation".into(), json!(self.activation.name()));
+        o.insert("input_height".into(), json!(self.input_size));
+        o.insert("output_height".into(), json!(self.output_size));
+        if self.bias.is_some() {
+            o.insert("bias".into(), json!(true));
+        }
+        o
     }
 }

@@ -1,16 +1,29 @@
-//! Layers: one file per family; `Layer` dispatches. Weighted layers hold their tensors as `Param`s
-//! (shared, lockable WeightStores) so a Python handle and the network see the same weights.
+//! Layers: one file per family, each implementing `LayerOps`; the `Layer` enum lists them.
+//! Weighted layers hold their tensors as `Param`s (shared, lockable WeightStores) so a Python
+//! handle, the network and remote links all see the same weights.
+//!
+//! Shapes: a pass carries a batch of samples; `Input::shape` is the shape of one sample (batch
+//! excluded) and the data is `batch × product(shape)` values, row-major. Each layer says what it
+//! makes of a sample shape in `output_shape`, which is also its input check.
 
 pub mod dense;
+pub mod spec;
 
-use crate::error::Result;
+use crate::activation::Activation;
+use crate::coord::Coord;
+use crate::error::{Error, Result};
 use crate::kernels::Schedule;
 use crate::weights::WeightStore;
+use serde_json::{Map, Value};
+use std::any::Any;
 use std::sync::{Arc, RwLock};
 
 pub use dense::Dense;
 
 pub type Param = Arc<RwLock<WeightStore>>;
+
+/// The shape of one sample (batch dimension excluded).
+pub type Shape = Vec<usize>;
 
 /// Where a forward pass runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,82 +33,216 @@ pub enum Device {
 }
 
 impl Device {
-    pub fn parse(name: &str) -> crate::error::Result<Device> {
+    pub fn parse(name: &str) -> Result<Device> {
         match name.to_ascii_lowercase().as_str() {
             "cpu" => Ok(Device::Cpu),
             "gpu" | "wgpu" => Ok(Device::Gpu),
-            _ => Err(crate::error::Error::Value(format!("unknown device {name:?}; expected 'cpu' or 'gpu'"))),
+            _ => Err(Error::Value(format!("unknown device {name:?}; expected 'cpu' or 'gpu'"))),
         }
     }
 }
 
-/// What a training forward keeps for the backward pass.
-pub struct Saved {
-    pub pre: Vec<f32>,
-    pub post: Vec<f32>,
+/// Finds the grid layer a remote link points at (containers resolve links when they run, so a
+/// link always reaches whatever layer sits at its target now).
+pub trait Links: Sync {
+    fn layer_at(&self, target: Coord) -> Result<Arc<Layer>>;
 }
 
-/// Gradients of one layer: input gradient (empty when not asked for) and one gradient per
-/// `params()` entry (same order).
+/// For layers used outside a grid: every link lookup fails with a clear message.
+pub struct NoLinks;
+
+impl Links for NoLinks {
+    fn layer_at(&self, target: Coord) -> Result<Arc<Layer>> {
+        Err(Error::Spec(format!("remote link to {target} needs a network to resolve it; this layer runs on its own")))
+    }
+}
+
+/// How a pass runs: loop structure, device, and where remote links resolve.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub schedule: Schedule,
+    pub device: Device,
+    pub links: &'a dyn Links,
+}
+
+impl Ctx<'static> {
+    /// A CPU context for a layer on its own (no grid to resolve links in).
+    pub fn standalone(schedule: Schedule) -> Ctx<'static> {
+        Ctx { schedule, device: Device::Cpu, links: &NoLinks }
+    }
+}
+
+/// One batch flowing into a layer. `skip` is the tensor a Residual adds (network.md §4): inside a
+/// Sequential the input of the previous stage, in the grid the input of the previous layer (or
+/// the output of the remote-link target).
+#[derive(Clone, Copy)]
+pub struct Input<'a> {
+    pub data: &'a [f32],
+    pub batch: usize,
+    pub shape: &'a [usize],
+    pub skip: Option<&'a [f32]>,
+}
+
+impl<'a> Input<'a> {
+    pub fn new(data: &'a [f32], batch: usize, shape: &'a [usize]) -> Input<'a> {
+        Input { data, batch, shape, skip: None }
+    }
+    /// Values in one sample.
+    pub fn sample_len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Check that the data holds `batch × product(shape)` values.
+    pub fn check_len(&self) -> Result<()> {
+        let want = self.batch * self.sample_len();
+        if self.data.len() != want {
+            return Err(Error::Shape(format!(
+                "input has {} values but batch {} × sample shape {:?} needs {want}",
+                self.data.len(),
+                self.batch,
+                self.shape
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whatever a layer keeps from its training forward for its backward (its own type inside).
+pub type State = Box<dyn Any + Send + Sync>;
+
+/// What a training forward returns: the output, its sample shape, and the layer's saved state.
+pub struct Saved {
+    pub post: Vec<f32>,
+    pub shape: Shape,
+    pub state: State,
+}
+
+impl Saved {
+    /// The layer's own state; a mismatch is a programming error inside one layer file.
+    pub fn state<T: 'static>(&self) -> &T {
+        self.state.downcast_ref::<T>().expect("a layer's backward receives the state its own forward saved")
+    }
+}
+
+/// Gradients of one layer: the input gradient (empty when not asked for), the skip gradient
+/// (Residual only; empty otherwise) and one gradient per trainable tensor it touched. The same
+/// `Param` may appear more than once (shared layers, remote links); callers add them up.
 pub struct Grads {
     pub input: Vec<f32>,
-    pub params: Vec<Vec<f32>>,
+    pub skip: Vec<f32>,
+    pub params: Vec<(Param, Vec<f32>)>,
 }
 
+impl Grads {
+    pub fn new(input: Vec<f32>, params: Vec<(Param, Vec<f32>)>) -> Grads {
+        Grads { input, skip: Vec::new(), params }
+    }
+}
+
+/// What every layer family implements.
+pub trait LayerOps: Send + Sync {
+    /// The reference's type name (LayerType String()).
+    fn type_name(&self) -> &'static str;
+    /// The sample shape this layer produces from `input`; an error says why `input` does not fit.
+    fn output_shape(&self, input: &[usize]) -> Result<Shape>;
+    /// The sample shape the layer is built for, when it fixes one (the network's expected input).
+    fn input_shape(&self) -> Option<Shape>;
+    /// Trainable tensors the layer owns (containers: their children's; remote links excluded).
+    fn params(&self) -> Vec<Param>;
+    /// The tensors `morph_all` converts (biases and norm gains stay float32).
+    fn morphable(&self) -> Vec<Param>;
+    /// The element-wise activation the layer applies, if it has one.
+    fn activation(&self) -> Option<Activation> {
+        None
+    }
+    /// Forward for inference.
+    fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
+        Ok(self.forward_train(x, ctx)?.post)
+    }
+    /// Forward that keeps what `backward` needs.
+    fn forward_train(&self, x: Input, ctx: &Ctx) -> Result<Saved>;
+    /// `need_input`: whether the caller uses `Grads::input` (the first layer's is skipped).
+    fn backward(&self, x: Input, saved: &Saved, grad_out: &[f32], ctx: &Ctx, need_input: bool) -> Result<Grads>;
+    /// A deep copy (fresh weight buffers; remote links still point at coordinates).
+    fn deep_clone(&self) -> Layer;
+    /// The layer's build-JSON fields (reference names), without coordinates.
+    fn spec(&self) -> Map<String, Value>;
+}
+
+/// Every layer type. Add a family: its file, its variant here, its arm in `ops` and in
+/// `spec::layer_from_fields`.
 #[derive(Debug, Clone)]
 pub enum Layer {
     Dense(Dense),
 }
 
 impl Layer {
-    /// The reference's type name (LayerType String()).
+    pub fn ops(&self) -> &dyn LayerOps {
+        match self {
+            Layer::Dense(l) => l,
+        }
+    }
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Layer::Dense(_) => "Dense",
-        }
+        self.ops().type_name()
     }
-    pub fn input_size(&self) -> usize {
-        match self {
-            Layer::Dense(d) => d.input_size,
-        }
+    pub fn output_shape(&self, input: &[usize]) -> Result<Shape> {
+        self.ops().output_shape(input)
     }
-    pub fn output_size(&self) -> usize {
-        match self {
-            Layer::Dense(d) => d.output_size,
-        }
+    pub fn input_shape(&self) -> Option<Shape> {
+        self.ops().input_shape()
     }
-    /// Trainable tensors, in the order `Grads::params` uses.
     pub fn params(&self) -> Vec<Param> {
-        match self {
-            Layer::Dense(d) => d.params(),
-        }
+        self.ops().params()
     }
-    /// Tensors that `morph_all` converts (biases stay float32).
     pub fn morphable(&self) -> Vec<Param> {
-        match self {
-            Layer::Dense(d) => vec![d.weights.clone()],
-        }
+        self.ops().morphable()
     }
-    pub fn infer(&self, x: &[f32], batch: usize, schedule: Schedule, device: Device) -> Result<Vec<f32>> {
-        match self {
-            Layer::Dense(d) => d.infer(x, batch, schedule, device),
-        }
+    pub fn activation(&self) -> Option<Activation> {
+        self.ops().activation()
     }
-    pub fn forward_train(&self, x: &[f32], batch: usize, schedule: Schedule) -> Result<Saved> {
-        match self {
-            Layer::Dense(d) => d.forward_train(x, batch, schedule),
-        }
+    pub fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
+        self.ops().infer(x, ctx)
     }
-    /// `need_input`: whether the caller uses `Grads::input` (the first layer's is skipped).
-    pub fn backward(&self, x: &[f32], saved: &Saved, grad_out: &[f32], batch: usize, schedule: Schedule, need_input: bool) -> Result<Grads> {
-        match self {
-            Layer::Dense(d) => d.backward(x, saved, grad_out, batch, schedule, need_input),
-        }
+    pub fn forward_train(&self, x: Input, ctx: &Ctx) -> Result<Saved> {
+        self.ops().forward_train(x, ctx)
     }
-    /// A deep copy (fresh weight buffers).
+    pub fn backward(&self, x: Input, saved: &Saved, grad_out: &[f32], ctx: &Ctx, need_input: bool) -> Result<Grads> {
+        self.ops().backward(x, saved, grad_out, ctx, need_input)
+    }
     pub fn deep_clone(&self) -> Layer {
-        match self {
-            Layer::Dense(d) => Layer::Dense(d.deep_clone()),
-        }
+        self.ops().deep_clone()
+    }
+    pub fn spec(&self) -> Map<String, Value> {
+        self.ops().spec()
+    }
+}
+
+/// A fresh float32 parameter tensor.
+pub fn new_param(values: Vec<f32>, shape: Vec<usize>, codec: crate::codec::Codec) -> Result<Param> {
+    Ok(Arc::new(RwLock::new(WeightStore::new(values, shape, codec)?)))
+}
+
+/// A parameter with its own copy of the buffers.
+pub fn copy_param(p: &Param) -> Param {
+    Arc::new(RwLock::new(p.read().unwrap().clone()))
+}
+
+/// Check a gradient's length against the output the forward produced.
+pub fn check_grad(kind: &str, grad_out: &[f32], saved: &Saved) -> Result<()> {
+    if grad_out.len() != saved.post.len() {
+        return Err(Error::Shape(format!(
+            "{kind} gradient has {} values, but the layer produced {}",
+            grad_out.len(),
+            saved.post.len()
+        )));
+    }
+    Ok(())
+}
+
+/// grad_out ⊙ f'(pre): the gradient before an element-wise activation.
+pub fn through_activation(activation: Activation, grad_out: &[f32], pre: &[f32]) -> Vec<f32> {
+    match activation {
+        Activation::Linear => grad_out.to_vec(),
+        Activation::Relu => grad_out.iter().zip(pre).map(|(&g, &p)| if p > 0.0 { g } else { 0.0 }).collect(),
+        act => grad_out.iter().zip(pre).map(|(&g, &p)| g * act.derivative(p)).collect(),
     }
 }

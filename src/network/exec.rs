@@ -1,71 +1,207 @@
-//! Passes over the grid in traversal order (flat index order: z, y, x, l; reference network.md §3):
-//! inference, the training forward that keeps what backward needs, and the backward pass.
+//! Passes over the grid in traversal order (flat index order z, y, x, l; network.md §3).
+//!
+//! A pass is first planned: for each active layer, where its input comes from (the previous
+//! layer's output, or a remote link target's output) and, for a Residual, its skip (the input the
+//! previous layer received, or the remote link target's output). Inference and the training
+//! forward run the plan; the backward walks it in reverse and routes each input gradient back to
+//! the tensor it came from, so remote links and residuals train end to end.
 
 use super::{Coord, VolumetricNetwork};
 use crate::error::{Error, Result};
 use crate::kernels::Schedule;
-use crate::layers::{Device, Grads, Layer, Saved};
+use crate::layers::{Ctx, Device, Grads, Input, Layer, Param, Saved, Shape};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The width a layer receives must be its input width. `previous` is the layer that produced
-/// the input (None: the network input), so the message can name both ends.
-fn check_width(c: Coord, layer: &Layer, got: usize, batch: usize, previous: Option<Coord>) -> Result<()> {
-    if got == batch * layer.input_size() {
-        return Ok(());
-    }
-    let width = got / batch.max(1);
-    let source = match previous {
-        None => format!("the input has width {width} (batch {batch})"),
-        Some(p) => format!("the layer before it at {p} outputs width {width}"),
-    };
-    Err(Error::Shape(format!("layer at {c} ({}) expects input width {}, but {source}", layer.type_name(), layer.input_size())))
+/// A tensor a layer reads: the network input, or the output of the `i`-th planned step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Input,
+    Step(usize),
 }
 
-/// Forward for inference: each layer gets the previous layer's post-activation output.
-pub fn infer(net: &VolumetricNetwork, x: &[f32], batch: usize, schedule: Schedule, device: Device) -> Result<Vec<f32>> {
-    let mut current: Option<(Coord, Vec<f32>)> = None;
-    for (c, layer) in net.active() {
-        let input = current.as_ref().map_or(x, |(_, v)| &v[..]);
-        check_width(c, layer, input.len(), batch, current.as_ref().map(|(p, _)| *p))?;
-        current = Some((c, layer.infer(input, batch, schedule, device)?));
-    }
-    Ok(current.map_or_else(|| x.to_vec(), |(_, v)| v))
-}
-
-/// One layer's parameter gradients, in `Layer::params` order.
-pub type ParamGrads = Vec<Vec<f32>>;
-
-/// One layer's record from a training forward.
-pub struct Step {
+/// One planned layer call.
+pub struct PlannedStep {
     pub coord: Coord,
     pub layer: Arc<Layer>,
-    pub saved: Saved,
+    pub input: Source,
+    pub skip: Option<Source>,
+    /// The sample shape this step produces.
+    pub shape: Shape,
 }
 
-/// Training forward: returns each active layer's record; the network output is the last `post`.
-pub fn forward_train(net: &VolumetricNetwork, x: &[f32], batch: usize, schedule: Schedule) -> Result<Vec<Step>> {
-    let mut steps: Vec<Step> = Vec::new();
-    for (c, layer) in net.active() {
-        let input = steps.last().map_or(x, |s| &s.saved.post[..]);
-        check_width(c, layer, input.len(), batch, steps.last().map(|s| s.coord))?;
-        let saved = layer.forward_train(input, batch, schedule)?;
-        steps.push(Step { coord: c, layer: layer.clone(), saved });
+fn is_residual(layer: &Layer) -> bool {
+    layer.type_name() == "Residual"
+}
+
+/// Resolve routing and shapes for a batch whose samples have shape `input_shape`. Errors name
+/// the coordinate whose input does not fit.
+pub fn plan(net: &VolumetricNetwork, input_shape: &[usize]) -> Result<Vec<PlannedStep>> {
+    let mut steps: Vec<PlannedStep> = Vec::new();
+    // What a coordinate hands on: its own output, or for a disabled slot what it passed through.
+    let mut output_at: HashMap<Coord, Source> = HashMap::new();
+    let mut current = Source::Input;
+    let mut previous_input: Option<Source> = None;
+    for (c, slot) in net.occupied() {
+        if slot.disabled {
+            output_at.insert(c, current);
+            continue;
+        }
+        let linked = match slot.link {
+            None => None,
+            Some(t) => Some(*output_at.get(&t).ok_or_else(|| {
+                Error::Spec(format!("layer at {c}: remote link target {t} is empty or does not come before it in traversal order"))
+            })?),
+        };
+        let (input, skip) = if is_residual(&slot.layer) {
+            (current, linked.or(previous_input))
+        } else {
+            (linked.unwrap_or(current), None)
+        };
+        let shape_of = |s: Source| match s {
+            Source::Input => input_shape,
+            Source::Step(i) => &steps[i].shape[..],
+        };
+        let in_shape = shape_of(input);
+        let shape = slot.layer.output_shape(in_shape).map_err(|e| at(c, &slot.layer, e))?;
+        if let Some(s) = skip {
+            let (a, b) = (in_shape.iter().product::<usize>(), shape_of(s).iter().product::<usize>());
+            if a != b {
+                return Err(at(c, &slot.layer, Error::Shape(format!("its skip tensor has {b} values per sample, its input {a}"))));
+            }
+        }
+        previous_input = Some(input);
+        current = Source::Step(steps.len());
+        output_at.insert(c, current);
+        steps.push(PlannedStep { coord: c, layer: slot.layer.clone(), input, skip, shape });
     }
     Ok(steps)
 }
 
-/// Backward over the records in reverse order; returns each layer's parameter gradients (in
-/// forward order, matching `Layer::params`) and, when `need_input` is set, the gradient with
-/// respect to the network input (empty otherwise).
-pub fn backward(steps: &[Step], x: &[f32], grad_out: Vec<f32>, batch: usize, schedule: Schedule, need_input: bool) -> Result<(Vec<ParamGrads>, Vec<f32>)> {
-    let mut param_grads = Vec::with_capacity(steps.len());
-    let mut grad = grad_out;
-    for (i, step) in steps.iter().enumerate().rev() {
-        let input = if i == 0 { x } else { &steps[i - 1].saved.post[..] };
-        let Grads { input: grad_input, params } = step.layer.backward(input, &step.saved, &grad, batch, schedule, need_input || i > 0)?;
-        grad = grad_input;
-        param_grads.push(params);
+/// Prefix an error with the coordinate and type of the layer it came from.
+pub fn at(c: Coord, layer: &Layer, e: Error) -> Error {
+    let prefix = format!("layer at {c} ({})", layer.type_name());
+    let wrap = |m: String| if m.starts_with("layer at ") { m } else { format!("{prefix}: {m}") };
+    match e {
+        Error::Shape(m) => Error::Shape(wrap(m)),
+        Error::Spec(m) => Error::Spec(wrap(m)),
+        Error::Value(m) => Error::Value(wrap(m)),
+        Error::DType(m) => Error::DType(wrap(m)),
+        other => other,
     }
-    param_grads.reverse();
-    Ok((param_grads, grad))
+}
+
+/// The sample shape the whole pass produces for `input_shape`.
+pub fn output_shape(net: &VolumetricNetwork, input_shape: &[usize]) -> Result<Shape> {
+    Ok(plan(net, input_shape)?.last().map_or_else(|| input_shape.to_vec(), |s| s.shape.clone()))
+}
+
+/// The input shape the first active layer declares (None: no layer, or it takes any shape).
+pub fn expected_input_shape(net: &VolumetricNetwork) -> Option<Shape> {
+    net.active().next().and_then(|(_, l)| l.input_shape())
+}
+
+fn check_input(x: &[f32], batch: usize, shape: &[usize]) -> Result<()> {
+    Input::new(x, batch, shape).check_len()
+}
+
+/// The input (and skip) of `step`, given the outputs of the steps before it.
+fn input_for<'a>(step: &PlannedStep, x: &'a [f32], shape: &'a [usize], batch: usize, output: impl Fn(usize) -> &'a [f32], steps: &'a [PlannedStep]) -> Input<'a> {
+    let tensor = |s: Source| match s {
+        Source::Input => (x, shape),
+        Source::Step(i) => (output(i), &steps[i].shape[..]),
+    };
+    let (data, in_shape) = tensor(step.input);
+    Input { data, batch, shape: in_shape, skip: step.skip.map(|s| tensor(s).0) }
+}
+
+/// Forward for inference; returns the output and its sample shape.
+pub fn infer(net: &VolumetricNetwork, x: &[f32], batch: usize, shape: &[usize], schedule: Schedule, device: Device) -> Result<(Vec<f32>, Shape)> {
+    check_input(x, batch, shape)?;
+    let steps = plan(net, shape)?;
+    let ctx = Ctx { schedule, device, links: net };
+    let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(steps.len());
+    for step in &steps {
+        let input = input_for(step, x, shape, batch, |i| &outputs[i][..], &steps);
+        let y = step.layer.infer(input, &ctx).map_err(|e| at(step.coord, &step.layer, e))?;
+        outputs.push(y);
+    }
+    let shape = steps.last().map_or_else(|| shape.to_vec(), |s| s.shape.clone());
+    Ok((outputs.pop().unwrap_or_else(|| x.to_vec()), shape))
+}
+
+/// A training forward: the plan and what each step saved. The network output is the last
+/// step's `post` (or the input itself when nothing is active).
+pub struct Trace {
+    pub steps: Vec<PlannedStep>,
+    pub saved: Vec<Saved>,
+    pub input_shape: Shape,
+    pub batch: usize,
+}
+
+impl Trace {
+    pub fn output<'a>(&'a self, x: &'a [f32]) -> &'a [f32] {
+        self.saved.last().map_or(x, |s| &s.post[..])
+    }
+    pub fn output_shape(&self) -> &[usize] {
+        self.steps.last().map_or(&self.input_shape[..], |s| &s.shape[..])
+    }
+}
+
+pub fn forward_train(net: &VolumetricNetwork, x: &[f32], batch: usize, shape: &[usize], schedule: Schedule) -> Result<Trace> {
+    check_input(x, batch, shape)?;
+    let steps = plan(net, shape)?;
+    let ctx = Ctx { schedule, device: Device::Cpu, links: net };
+    let mut saved: Vec<Saved> = Vec::with_capacity(steps.len());
+    for step in &steps {
+        let input = input_for(step, x, shape, batch, |i| &saved[i].post[..], &steps);
+        let s = step.layer.forward_train(input, &ctx).map_err(|e| at(step.coord, &step.layer, e))?;
+        saved.push(s);
+    }
+    Ok(Trace { steps, saved, input_shape: shape.to_vec(), batch })
+}
+
+/// Add `g` into the gradient accumulated for `source`.
+fn deposit(grads: &mut [Option<Vec<f32>>], input_grad: &mut Option<Vec<f32>>, source: Source, g: Vec<f32>) {
+    let slot = match source {
+        Source::Input => input_grad,
+        Source::Step(i) => &mut grads[i],
+    };
+    match slot {
+        Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+        None => *slot = Some(g),
+    }
+}
+
+/// Backward over a trace; returns every (tensor, gradient) pair the layers produced (a tensor
+/// used twice appears twice) and, when `need_input`, the gradient with respect to the input.
+pub fn backward(net: &VolumetricNetwork, trace: &Trace, x: &[f32], grad_out: Vec<f32>, schedule: Schedule, need_input: bool) -> Result<(Vec<(Param, Vec<f32>)>, Vec<f32>)> {
+    let ctx = Ctx { schedule, device: Device::Cpu, links: net };
+    let n = trace.steps.len();
+    let mut grads: Vec<Option<Vec<f32>>> = (0..n).map(|_| None).collect();
+    let mut input_grad: Option<Vec<f32>> = None;
+    if n == 0 {
+        return Ok((Vec::new(), grad_out));
+    }
+    grads[n - 1] = Some(grad_out);
+    let mut param_grads = Vec::new();
+    for i in (0..n).rev() {
+        // A step whose output nobody read gets no gradient and contributes none.
+        let Some(g) = grads[i].take() else { continue };
+        let step = &trace.steps[i];
+        let input = input_for(step, x, &trace.input_shape, trace.batch, |j| &trace.saved[j].post[..], &trace.steps);
+        let wants_input = need_input || step.input != Source::Input;
+        let Grads { input: gi, skip, params } =
+            step.layer.backward(input, &trace.saved[i], &g, &ctx, wants_input).map_err(|e| at(step.coord, &step.layer, e))?;
+        param_grads.extend(params);
+        if wants_input && !gi.is_empty() {
+            deposit(&mut grads, &mut input_grad, step.input, gi);
+        }
+        if let (Some(s), false) = (step.skip, skip.is_empty()) {
+            if need_input || s != Source::Input {
+                deposit(&mut grads, &mut input_grad, s, skip);
+            }
+        }
+    }
+    Ok((param_grads, input_grad.unwrap_or_else(|| vec![0.0; x.len()])))
 }

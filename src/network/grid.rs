@@ -4,27 +4,18 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::layers::Layer;
+use crate::layers::{Layer, Links, Param};
 use std::sync::Arc;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Coord {
-    pub z: usize,
-    pub y: usize,
-    pub x: usize,
-    pub l: usize,
-}
-
-impl std::fmt::Display for Coord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "({},{},{},{})", self.z, self.y, self.x, self.l)
-    }
-}
+pub use crate::coord::Coord;
 
 #[derive(Debug, Clone)]
 pub struct Slot {
     pub layer: Arc<Layer>,
     pub disabled: bool,
+    /// A remote link (`is_remote_link` + `target_*`): this layer reads the output of the layer at
+    /// that coordinate instead of the previous one's (a Residual takes it as its skip).
+    pub link: Option<Coord>,
 }
 
 /// Largest number of slots a grid may have (guards against absurd specs eating memory).
@@ -79,7 +70,7 @@ impl VolumetricNetwork {
 
     pub fn set_layer(&mut self, c: Coord, layer: Arc<Layer>) -> Result<()> {
         let i = self.index(c)?;
-        self.slots[i] = Some(Slot { layer, disabled: false });
+        self.slots[i] = Some(Slot { layer, disabled: false, link: None });
         Ok(())
     }
 
@@ -104,6 +95,28 @@ impl VolumetricNetwork {
         }
     }
 
+    /// Make the layer at `c` read from `target` (None removes the link). The target must come
+    /// earlier in traversal order: the grid forward is one pass (feedback loops are the
+    /// systolic mesh's business).
+    pub fn set_link(&mut self, c: Coord, target: Option<Coord>) -> Result<()> {
+        let i = self.index(c)?;
+        if let Some(t) = target {
+            let ti = self.index(t).map_err(|e| Error::Spec(format!("remote link of the layer at {c}: {e}")))?;
+            if ti >= i {
+                return Err(Error::Spec(format!(
+                    "remote link of the layer at {c} targets {t}, which does not come before it in traversal order (z, y, x, l)"
+                )));
+            }
+        }
+        match &mut self.slots[i] {
+            Some(slot) => {
+                slot.link = target;
+                Ok(())
+            }
+            None => Err(Error::Spec(format!("no layer at {c}"))),
+        }
+    }
+
     /// Occupied slots in traversal (flat index) order, disabled ones included.
     pub fn occupied(&self) -> impl Iterator<Item = (Coord, &Slot)> {
         self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (self.coord_of(i), s)))
@@ -114,52 +127,25 @@ impl VolumetricNetwork {
         self.occupied().filter(|(_, s)| !s.disabled).map(|(c, s)| (c, &s.layer))
     }
 
+    /// Every trainable tensor of the occupied slots, once each (a layer placed at two
+    /// coordinates shares its tensors), in traversal order.
+    pub fn params(&self) -> Vec<Param> {
+        unique(self.occupied().flat_map(|(_, s)| s.layer.params()))
+    }
+
     pub fn num_params(&self) -> usize {
-        self.occupied()
-            .flat_map(|(_, s)| s.layer.params())
-            .map(|p| p.read().unwrap().len())
-            .sum()
+        self.params().iter().map(|p| p.read().unwrap().len()).sum()
     }
 
     /// Bytes the weights hold right now (masters kept + packed versions).
     pub fn memory_bytes(&self) -> usize {
-        self.occupied()
-            .flat_map(|(_, s)| s.layer.params())
-            .map(|p| p.read().unwrap().memory_bytes())
-            .sum()
+        self.params().iter().map(|p| p.read().unwrap().memory_bytes()).sum()
     }
 
-    /// Morph every layer's weights (not biases) to `dtype`.
+    /// Morph every layer's weights (not biases or norm gains) to `dtype`.
     pub fn morph_all(&self, dtype: DType) -> Result<()> {
-        for (_, slot) in self.occupied() {
-            for p in slot.layer.morphable() {
-                p.write().unwrap().morph(dtype)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Input and output width of the whole pass (first and last active layer).
-    pub fn io_sizes(&self) -> Option<(usize, usize)> {
-        let first = self.active().next()?.1.input_size();
-        let last = self.active().last()?.1.output_size();
-        Some((first, last))
-    }
-
-    /// Check that consecutive active layers agree on widths; names both coordinates if not.
-    pub fn validate_chain(&self) -> Result<()> {
-        let mut previous: Option<(Coord, usize)> = None;
-        for (c, layer) in self.active() {
-            if let Some((pc, width)) = previous {
-                if layer.input_size() != width {
-                    return Err(Error::Spec(format!(
-                        "layer at {c} ({}) expects input width {} but the layer before it at {pc} outputs {width}",
-                        layer.type_name(),
-                        layer.input_size()
-                    )));
-                }
-            }
-            previous = Some((c, layer.output_size()));
+        for p in unique(self.occupied().flat_map(|(_, s)| s.layer.morphable())) {
+            p.write().unwrap().morph(dtype)?;
         }
         Ok(())
     }
@@ -169,8 +155,23 @@ impl VolumetricNetwork {
         let slots = self
             .slots
             .iter()
-            .map(|s| s.as_ref().map(|s| Slot { layer: Arc::new(s.layer.deep_clone()), disabled: s.disabled }))
+            .map(|s| s.as_ref().map(|s| Slot { layer: Arc::new(s.layer.deep_clone()), ..s.clone() }))
             .collect();
         VolumetricNetwork { slots, ..*self }
+    }
+}
+
+/// Tensors in first-seen order, each once (compared by identity).
+pub fn unique(params: impl Iterator<Item = Param>) -> Vec<Param> {
+    let mut seen = std::collections::HashSet::new();
+    params.filter(|p| seen.insert(Arc::as_ptr(p))).collect()
+}
+
+impl Links for VolumetricNetwork {
+    fn layer_at(&self, target: Coord) -> Result<Arc<Layer>> {
+        match self.slot(target)? {
+            Some(slot) => Ok(slot.layer.clone()),
+            None => Err(Error::Spec(format!("remote link target {target} is an empty slot"))),
+        }
     }
 }

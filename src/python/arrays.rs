@@ -26,24 +26,6 @@ pub fn contiguous_f32<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<PyRe
     Ok(converted.cast_into::<PyArrayDyn<f32>>().map_err(PyErr::from)?.readonly())
 }
 
-/// A borrowed [rows, width] view of a float32 C-contiguous array (1-D means one row).
-pub fn rows<'a>(array: &'a PyReadonlyArrayDyn<'_, f32>, what: &str) -> Result<(&'a [f32], usize, usize)> {
-    let shape = array.shape().to_vec();
-    let data = match array.as_slice() {
-        Ok(data) if array.is_c_contiguous() => data,
-        _ => return Err(Error::Shape(format!("{what} must be a C-contiguous float32 array"))),
-    };
-    let (batch, width) = match shape.as_slice() {
-        [w] => (1, *w),
-        [b, w] => (*b, *w),
-        _ => return Err(Error::Shape(format!("{what} must be 1-D [features] or 2-D [batch, features], got shape {shape:?}"))),
-    };
-    if batch == 0 {
-        return Err(Error::Value(format!("{what} is an empty batch (shape {shape:?})")));
-    }
-    Ok((data, batch, width))
-}
-
 /// Reject NaN/±Inf, naming the first bad element.
 pub fn check_finite(data: &[f32], width: usize, what: &str) -> Result<()> {
     if let Some(i) = data.iter().position(|v| !v.is_finite()) {
@@ -57,11 +39,29 @@ pub fn check_finite(data: &[f32], width: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// What every forward call takes: the borrowed, finite-checked input rows, schedule and device.
+/// A borrowed batch: data, batch size (the first axis; 1-D means one sample) and sample shape.
+pub fn batch<'a>(array: &'a PyReadonlyArrayDyn<'_, f32>, what: &str) -> Result<(&'a [f32], usize, Vec<usize>)> {
+    let shape = array.shape().to_vec();
+    let data = match array.as_slice() {
+        Ok(data) if array.is_c_contiguous() => data,
+        _ => return Err(Error::Shape(format!("{what} must be a C-contiguous float32 array"))),
+    };
+    let (batch, sample) = match shape.split_first() {
+        None => return Err(Error::Shape(format!("{what} must have at least one axis, got a scalar"))),
+        Some((&n, [])) => (1, vec![n]),
+        Some((&b, rest)) => (b, rest.to_vec()),
+    };
+    if batch == 0 || data.is_empty() {
+        return Err(Error::Value(format!("{what} is empty (shape {shape:?})")));
+    }
+    Ok((data, batch, sample))
+}
+
+/// What every forward call takes: the borrowed, finite-checked batch, schedule and device.
 pub struct ForwardArgs<'a> {
     pub data: &'a [f32],
     pub batch: usize,
-    pub width: usize,
+    pub shape: Vec<usize>,
     pub schedule: Schedule,
     pub device: Device,
 }
@@ -69,9 +69,14 @@ pub struct ForwardArgs<'a> {
 pub fn forward_args<'a>(x: &'a PyReadonlyArrayDyn<'_, f32>, mode: &str, device: &str) -> Result<ForwardArgs<'a>> {
     let schedule = Schedule::parse(mode)?;
     let device = Device::parse(device)?;
-    let (data, batch, width) = rows(x, "input")?;
-    check_finite(data, width, "input")?;
-    Ok(ForwardArgs { data, batch, width, schedule, device })
+    let (data, batch, shape) = batch(x, "input")?;
+    check_finite(data, shape.iter().product(), "input")?;
+    Ok(ForwardArgs { data, batch, shape, schedule, device })
+}
+
+/// `[batch] + sample shape`, the shape of a batch going back to NumPy.
+pub fn batched(batch: usize, sample: &[usize]) -> Vec<usize> {
+    [&[batch][..], sample].concat()
 }
 
 /// Move a Vec into a NumPy array of the given shape (no copy).
@@ -83,6 +88,6 @@ pub fn to_numpy<'py>(py: Python<'py>, data: Vec<f32>, shape: &[usize]) -> PyResu
 #[pyfunction]
 pub fn borrowed_data_ptr(array: &Bound<'_, PyAny>) -> PyResult<usize> {
     let array = contiguous_f32(array, "array")?;
-    let (data, _, _) = rows(&array, "array").map_err(super::errors::to_py)?;
+    let (data, _, _) = batch(&array, "array").map_err(super::errors::to_py)?;
     Ok(data.as_ptr() as usize)
 }

@@ -1,14 +1,15 @@
-//! Layer for Python: a handle on a layer (shared with any network it was placed in).
+//! Layer for Python: a handle on a layer (shared with any network it was placed in). Layers are
+//! built from their build-JSON entry (the Python builders in polyvtd/layers.py write it), so the
+//! JSON reader is the one place that knows each layer's fields.
 
-use super::arrays::{contiguous_f32, forward_args, rows, to_numpy, ForwardArgs};
-use super::errors::{guarded, IntoPyResult};
+use super::arrays::{batch, batched, contiguous_f32, forward_args, to_numpy, ForwardArgs};
+use super::errors::{guarded, to_py, IntoPyResult};
 use super::weights::PyWeightStore;
-use crate::activation::Activation;
 use crate::codec::Codec;
-use crate::dtype::DType;
+use crate::error::Error;
 use crate::kernels::Schedule;
-use crate::layers::{Dense, Layer};
-use crate::network::{spec, Coord};
+use crate::layers::spec::{layer_from_value, layer_to_value, Build};
+use crate::layers::{Ctx, Input, Layer};
 use numpy::PyArrayDyn;
 use pyo3::prelude::*;
 use std::sync::Arc;
@@ -22,52 +23,53 @@ pub struct PyLayer {
 
 /// One row of a network or layer summary: (type, dtype, weight shape, weight bytes).
 pub fn describe(layer: &Layer) -> (String, String, Vec<usize>, usize) {
-    let params = layer.params();
-    let (dtype, shape) = match params.first() {
+    let (dtype, shape) = match layer.morphable().first() {
         Some(p) => {
             let s = p.read().unwrap();
             (s.dtype().name().to_string(), s.shape().to_vec())
         }
         None => ("-".into(), vec![]),
     };
-    let bytes = params.iter().map(|p| {
-        let s = p.read().unwrap();
-        s.size_in_bytes(s.dtype())
-    });
-    (layer.type_name().into(), dtype, shape, bytes.sum())
+    let bytes = layer
+        .params()
+        .iter()
+        .map(|p| {
+            let s = p.read().unwrap();
+            s.size_in_bytes(s.dtype())
+        })
+        .sum();
+    (layer.type_name().into(), dtype, shape, bytes)
 }
 
 #[pymethods]
 impl PyLayer {
-    /// A Dense layer: y = activation(x·Wᵀ [+ b]); W initialised U(±1/√in) from `seed`.
+    /// A layer from its build-JSON entry (JSON text); weights start from `seed`.
     #[staticmethod]
-    #[pyo3(signature = (input_size, output_size, activation = "linear", bias = false, dtype = "float32", seed = 0, compat = "standard"))]
-    fn dense(input_size: usize, output_size: usize, activation: &str, bias: bool, dtype: &str, seed: u64, compat: &str) -> PyResult<Self> {
-        let activation = Activation::parse(activation).py()?;
-        let dtype = DType::parse(dtype).py()?;
+    #[pyo3(signature = (spec, seed = 0, compat = "standard"))]
+    fn from_spec(spec: &str, seed: u64, compat: &str) -> PyResult<Self> {
         let codec = Codec::parse(compat).py()?;
-        let dense = Dense::new(input_size, output_size, activation, bias, seed, codec).py()?;
-        dense.weights.write().unwrap().morph(dtype).py()?;
-        Ok(PyLayer { inner: Arc::new(Layer::Dense(dense)) })
+        let value: serde_json::Value =
+            serde_json::from_str(spec).map_err(|e| to_py(Error::Spec(format!("layer spec is not valid JSON: {e}"))))?;
+        let layer = guarded(|| layer_from_value(&value, "layer spec".into(), Build { seed, codec })).py()?;
+        Ok(PyLayer { inner: Arc::new(layer) })
     }
 
     #[getter(r#type)]
     fn kind(&self) -> &'static str {
         self.inner.type_name()
     }
+    /// The sample shape the layer is built for (None when it takes several shapes).
     #[getter]
-    fn input_size(&self) -> usize {
-        self.inner.input_size()
+    fn input_shape(&self) -> Option<Vec<usize>> {
+        self.inner.input_shape()
+    }
+    /// The sample shape it produces from samples of `input_shape`.
+    fn output_shape(&self, input_shape: Vec<usize>) -> PyResult<Vec<usize>> {
+        self.inner.output_shape(&input_shape).py()
     }
     #[getter]
-    fn output_size(&self) -> usize {
-        self.inner.output_size()
-    }
-    #[getter]
-    fn activation(&self) -> &'static str {
-        match &*self.inner {
-            Layer::Dense(d) => d.activation.name(),
-        }
+    fn activation(&self) -> Option<&'static str> {
+        self.inner.activation().map(|a| a.name())
     }
     #[getter]
     fn dtype(&self) -> String {
@@ -78,93 +80,90 @@ impl PyLayer {
     fn weights(&self) -> Option<PyWeightStore> {
         self.inner.morphable().into_iter().next().map(PyWeightStore::wrap)
     }
+    /// The Dense bias, if it has one.
     #[getter]
     fn bias(&self) -> Option<PyWeightStore> {
         match &*self.inner {
             Layer::Dense(d) => d.bias.clone().map(PyWeightStore::wrap),
+            _ => None,
         }
+    }
+    /// Every trainable tensor, in the order `backward` returns their gradients.
+    #[getter]
+    fn parameters(&self) -> Vec<PyWeightStore> {
+        self.inner.params().into_iter().map(PyWeightStore::wrap).collect()
     }
     #[getter]
     fn num_params(&self) -> usize {
         self.inner.params().iter().map(|p| p.read().unwrap().len()).sum()
     }
 
-    /// Forward one layer on [batch, input_size] float32 input.
+    /// Forward one batch (first axis = batch).
     #[pyo3(signature = (x, mode = "parallel", device = "cpu"))]
-    fn forward<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, mode: &str, device: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    fn forward<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, mode: &str, device: &str) -> PyResult<Array<'py>> {
         let x = contiguous_f32(x, "input")?;
-        let ForwardArgs { data, batch, width, schedule, device } = forward_args(&x, mode, device).py()?;
+        let ForwardArgs { data, batch, shape, schedule, device } = forward_args(&x, mode, device).py()?;
         let layer = self.inner.clone();
-        let y = py
+        let (y, out_shape) = py
             .detach(|| {
                 guarded(|| {
-                    if width != layer.input_size() {
-                        return Err(crate::error::Error::Shape(format!(
-                            "{} expects input width {}, got {width}",
-                            layer.type_name(),
-                            layer.input_size()
-                        )));
-                    }
-                    layer.infer(data, batch, schedule, device)
+                    let out_shape = layer.output_shape(&shape)?;
+                    let ctx = Ctx { device, ..Ctx::standalone(schedule) };
+                    Ok((layer.infer(Input::new(data, batch, &shape), &ctx)?, out_shape))
                 })
             })
             .py()?;
-        to_numpy(py, y, &[batch, self.inner.output_size()])
+        to_numpy(py, y, &batched(batch, &out_shape))
     }
 
-    /// Gradients for upstream gradient `grad_out` at input `x`: (grad_input, [grad per
-    /// parameter: weights [out, in], then bias if any]). Runs the training forward first.
+    /// Gradients for upstream gradient `grad_out` at input `x`: (grad_input, [gradient per entry
+    /// of `parameters`]). Runs the training forward first.
     #[pyo3(signature = (x, grad_out, mode = "parallel"))]
-    fn backward<'py>(
-        &self,
-        py: Python<'py>,
-        x: &Bound<'py, PyAny>,
-        grad_out: &Bound<'py, PyAny>,
-        mode: &str,
-    ) -> PyResult<(Array<'py>, Vec<Array<'py>>)> {
+    fn backward<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, grad_out: &Bound<'py, PyAny>, mode: &str) -> PyResult<(Array<'py>, Vec<Array<'py>>)> {
         let (x, grad_out) = (contiguous_f32(x, "input")?, contiguous_f32(grad_out, "grad_out")?);
         let schedule = Schedule::parse(mode).py()?;
-        let (data, batch, width) = rows(&x, "input").py()?;
-        let (grad, grad_batch, grad_width) = rows(&grad_out, "grad_out").py()?;
+        let (data, n, shape) = batch(&x, "input").py()?;
+        let (grad, grad_n, grad_shape) = batch(&grad_out, "grad_out").py()?;
         let layer = self.inner.clone();
-        let grads = py
+        let params = layer.params();
+        let (input_grad, param_grads) = py
             .detach(|| {
                 guarded(|| {
-                    if width != layer.input_size() || grad_batch != batch || grad_width != layer.output_size() {
-                        return Err(crate::error::Error::Shape(format!(
-                            "{} backward expects x [{batch}, {}] and grad_out [{batch}, {}], got [{batch}, {width}] and [{grad_batch}, {grad_width}]",
+                    let out_shape = layer.output_shape(&shape)?;
+                    if grad_n != n || grad_shape.iter().product::<usize>() != out_shape.iter().product::<usize>() {
+                        return Err(Error::Shape(format!(
+                            "{} backward expects grad_out of shape {:?} for this input, got {:?}",
                             layer.type_name(),
-                            layer.input_size(),
-                            layer.output_size()
+                            batched(n, &out_shape),
+                            batched(grad_n, &grad_shape)
                         )));
                     }
-                    let saved = layer.forward_train(data, batch, schedule)?;
-                    layer.backward(data, &saved, grad, batch, schedule, true)
+                    let ctx = Ctx::standalone(schedule);
+                    let input = Input::new(data, n, &shape);
+                    let saved = layer.forward_train(input, &ctx)?;
+                    let grads = layer.backward(input, &saved, grad, &ctx, true)?;
+                    let mut summed: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.read().unwrap().len()]).collect();
+                    for (p, g) in grads.params {
+                        let i = params.iter().position(|q| Arc::ptr_eq(q, &p)).expect("a layer's gradients are for its own tensors");
+                        summed[i].iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+                    }
+                    Ok((grads.input, summed))
                 })
             })
             .py()?;
-        let shapes: Vec<Vec<usize>> = self.inner.params().iter().map(|p| p.read().unwrap().shape().to_vec()).collect();
-        let params = grads
-            .params
-            .into_iter()
-            .zip(shapes)
-            .map(|(g, shape)| to_numpy(py, g, &shape))
-            .collect::<PyResult<Vec<_>>>()?;
-        Ok((to_numpy(py, grads.input, &[batch, self.inner.input_size()])?, params))
+        let shapes: Vec<Vec<usize>> = params.iter().map(|p| p.read().unwrap().shape().to_vec()).collect();
+        let param_grads = param_grads.into_iter().zip(shapes).map(|(g, s)| to_numpy(py, g, &s)).collect::<PyResult<Vec<_>>>()?;
+        Ok((to_numpy(py, input_grad, &batched(n, &shape))?, param_grads))
     }
 
-    /// The layer's build-JSON entry (as a JSON string; coordinates 0).
+    /// The layer's build-JSON entry (as a JSON string; no coordinates).
     fn spec_json(&self) -> String {
-        spec::layer_to_value(&self.inner, Coord { z: 0, y: 0, x: 0, l: 0 }, false).to_string()
+        serde_json::Value::Object(layer_to_value(&self.inner)).to_string()
     }
 
     fn __repr__(&self) -> String {
         let (kind, dtype, shape, bytes) = describe(&self.inner);
-        format!(
-            "{kind}({} → {}, activation={}, dtype={dtype}, weights={shape:?}, bytes={bytes})",
-            self.inner.input_size(),
-            self.inner.output_size(),
-            self.activation()
-        )
+        let activation = self.activation().map_or(String::new(), |a| format!(", activation={a}"));
+        format!("{kind}(input_shape={:?}{activation}, dtype={dtype}, weights={shape:?}, bytes={bytes})", self.inner.input_shape())
     }
 }

@@ -1,7 +1,7 @@
 //! VolumetricNetwork and TrainingResult for Python (the Python class in polyvtd/network.py wraps
 //! this one and adds spec loading from dicts/paths, progress bars and HTML display).
 
-use super::arrays::{check_finite, contiguous_f32, forward_args, rows, to_numpy, ForwardArgs};
+use super::arrays::{batch, batched, check_finite, contiguous_f32, forward_args, to_numpy, ForwardArgs};
 use super::errors::{guarded, to_py, IntoPyResult};
 use super::layer::{describe, PyLayer};
 use crate::codec::Codec;
@@ -84,10 +84,29 @@ impl PyNetwork {
         text.map_err(|e| to_py(Error::Spec(e.to_string())))
     }
 
-    /// (input width, output width) of the whole pass, or None when no layer is active.
+    /// The sample shape the first active layer is built for (None: no layer, or any shape).
     #[getter]
-    fn io_sizes(&self) -> Option<(usize, usize)> {
-        self.inner.read().unwrap().io_sizes()
+    fn input_shape(&self) -> Option<Vec<usize>> {
+        exec::expected_input_shape(&self.inner.read().unwrap())
+    }
+
+    /// The sample shape the network produces for samples of `input_shape`.
+    fn output_shape(&self, input_shape: Vec<usize>) -> PyResult<Vec<usize>> {
+        exec::output_shape(&self.inner.read().unwrap(), &input_shape).py()
+    }
+
+    /// Make the layer at (z, y, x, l) read the output of the layer at `target` (a remote link;
+    /// a Residual takes it as its skip). None removes the link.
+    #[pyo3(signature = (z, y, x, l, target))]
+    fn set_link(&self, z: usize, y: usize, x: usize, l: usize, target: Option<(usize, usize, usize, usize)>) -> PyResult<()> {
+        let target = target.map(|(a, b, c, d)| coord(a, b, c, d));
+        self.inner.write().unwrap().set_link(coord(z, y, x, l), target).py()
+    }
+
+    /// The remote link target of the layer at (z, y, x, l), if any.
+    fn link(&self, z: usize, y: usize, x: usize, l: usize) -> PyResult<Option<(usize, usize, usize, usize)>> {
+        let net = self.inner.read().unwrap();
+        Ok(net.slot(coord(z, y, x, l)).py()?.and_then(|s| s.link).map(|t| (t.z, t.y, t.x, t.l)))
     }
 
     #[getter]
@@ -131,11 +150,10 @@ impl PyNetwork {
     #[pyo3(signature = (x, mode = "parallel", device = "cpu"))]
     fn forward<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, mode: &str, device: &str) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
         let x = contiguous_f32(x, "input")?;
-        let ForwardArgs { data, batch, schedule, device, .. } = forward_args(&x, mode, device).py()?;
+        let ForwardArgs { data, batch, shape, schedule, device } = forward_args(&x, mode, device).py()?;
         let net = self.inner.read().unwrap();
-        let y = py.detach(|| guarded(|| exec::infer(&net, data, batch, schedule, device))).py()?;
-        let width = y.len() / batch;
-        to_numpy(py, y, &[batch, width])
+        let (y, out_shape) = py.detach(|| guarded(|| exec::infer(&net, data, batch, &shape, schedule, device))).py()?;
+        to_numpy(py, y, &batched(batch, &out_shape))
     }
 
     fn morph_all(&self, py: Python<'_>, dtype: &str) -> PyResult<()> {
@@ -200,13 +218,13 @@ impl PyNetwork {
             }
         }
         let (x, t) = (contiguous_f32(x, "inputs")?, contiguous_f32(t, "targets")?);
-        let (xd, xb, xw) = rows(&x, "inputs").py()?;
-        let (td, tb, tw) = rows(&t, "targets").py()?;
+        let (xd, xb, x_shape) = batch(&x, "inputs").py()?;
+        let (td, tb, t_shape) = batch(&t, "targets").py()?;
         if xb != tb {
-            return Err(to_py(Error::Shape(format!("inputs have {xb} rows but targets have {tb}"))));
+            return Err(to_py(Error::Shape(format!("inputs have {xb} samples but targets have {tb}"))));
         }
-        check_finite(xd, xw, "inputs").py()?;
-        check_finite(td, tw, "targets").py()?;
+        check_finite(xd, x_shape.iter().product(), "inputs").py()?;
+        check_finite(td, t_shape.iter().product(), "targets").py()?;
         let mut optim = OptimConfig::new(OptimizerKind::parse(optimizer).py()?);
         optim.momentum = momentum;
         optim.beta1 = beta1;
@@ -231,12 +249,11 @@ impl PyNetwork {
             shuffle,
         };
         let net = self.inner.read().unwrap();
-        if let Some((inp, out)) = net.io_sizes() {
-            if inp != xw || out != tw {
-                return Err(to_py(Error::Shape(format!(
-                    "the network maps {inp} → {out} features, got inputs of width {xw} and targets of width {tw}"
-                ))));
-            }
+        let out_shape = exec::output_shape(&net, &x_shape).py()?;
+        if out_shape.iter().product::<usize>() != t_shape.iter().product::<usize>() {
+            return Err(to_py(Error::Shape(format!(
+                "the network maps samples of shape {x_shape:?} to {out_shape:?}, but the targets' samples have shape {t_shape:?}"
+            ))));
         }
         let mut callback_error: Option<PyErr> = None;
         let result = py.detach(|| {
@@ -253,7 +270,7 @@ impl PyNetwork {
                         }
                     })
                 };
-                train::train(&net, xd, td, xb, &config, &mut report)
+                train::train(&net, xd, &x_shape, td, xb, &config, &mut report)
             })
         });
         if let Some(err) = callback_error {

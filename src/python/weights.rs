@@ -109,6 +109,14 @@ impl PyWeightStore {
         Ok(store.size_in_bytes(dtype))
     }
 
+    /// Replace the FP32 master (same number of values); morphed versions are rebuilt.
+    fn set_master(&self, values: &Bound<'_, PyAny>) -> PyResult<()> {
+        let values = super::arrays::contiguous_f32(values, "master")?;
+        let data = values.as_slice().map_err(PyErr::from)?.to_vec();
+        super::arrays::check_finite(&data, data.len(), "master").py()?;
+        self.inner.write().unwrap().set_master(data).py()
+    }
+
     /// Drop the FP32 master (inference only); `unpack` brings it back.
     fn release_master(&self) -> PyResult<()> {
         self.inner.write().unwrap().release_master().py()

@@ -8,6 +8,9 @@ use super::schedule::LrSchedule;
 use crate::error::{Error, Result};
 use crate::kernels::Schedule;
 use crate::layers::Param;
+use crate::weights::WeightStore;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use crate::network::{exec, VolumetricNetwork};
 use crate::rng::Rng;
 use std::time::Instant;
@@ -63,9 +66,20 @@ fn sum_of_squares(values: &[f32]) -> f64 {
         .sum()
 }
 
-/// Every trainable tensor of the active layers, in a fixed order.
-fn collect_params(net: &VolumetricNetwork) -> Vec<Param> {
-    net.active().flat_map(|(_, layer)| layer.params()).collect()
+/// Sum the gradients of each tensor (a shared tensor can appear several times) into one buffer
+/// per entry of `params`; tensors that got no gradient get none (`None`).
+fn gather(params: &[Param], index: &HashMap<*const RwLock<WeightStore>, usize>, pairs: Vec<(Param, Vec<f32>)>) -> Result<Vec<Option<Vec<f32>>>> {
+    let mut flat: Vec<Option<Vec<f32>>> = (0..params.len()).map(|_| None).collect();
+    for (p, g) in pairs {
+        let i = *index
+            .get(&Arc::as_ptr(&p))
+            .ok_or_else(|| Error::Value("a layer produced a gradient for a tensor outside the network (a remote link into an empty slot?)".into()))?;
+        match &mut flat[i] {
+            Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+            slot => *slot = Some(g),
+        }
+    }
+    Ok(flat)
 }
 
 fn snapshot(params: &[Param], into: &mut Vec<Vec<f32>>) -> Result<()> {
@@ -85,24 +99,31 @@ fn restore(params: &[Param], from: &[Vec<f32>]) -> Result<()> {
     Ok(())
 }
 
-/// Train `net` on `samples` rows of inputs `x` (width `in_width`) and targets `t` (`out_width`).
+/// Train `net` on `samples` samples of shape `in_shape` in `x`, with targets `t` shaped like the
+/// network's output (the loss reads rows along the output's last axis).
 /// `on_epoch` is called after every epoch; returning false stops training (e.g. Ctrl-C).
 pub fn train(
     net: &VolumetricNetwork,
     x: &[f32],
+    in_shape: &[usize],
     t: &[f32],
     samples: usize,
     config: &TrainConfig,
     on_epoch: &mut dyn FnMut(&EpochReport) -> bool,
 ) -> Result<TrainingResult> {
-    let (in_width, out_width) = net.io_sizes().ok_or_else(|| Error::Value("the network has no active layers to train".into()))?;
-    net.validate_chain()?;
+    let out_shape = exec::output_shape(net, in_shape)?;
+    let params = net.params();
+    if params.is_empty() {
+        return Err(Error::Value("the network has no trainable tensors".into()));
+    }
+    let (in_width, out_width) = (in_shape.iter().product::<usize>(), out_shape.iter().product::<usize>());
+    let classes = out_shape.last().copied().unwrap_or(1).max(1);
     if samples == 0 {
         return Err(Error::Value("cannot train on an empty batch (0 samples)".into()));
     }
     if x.len() != samples * in_width || t.len() != samples * out_width {
         return Err(Error::Shape(format!(
-            "inputs must be [{samples}, {in_width}] and targets [{samples}, {out_width}], got {} and {} values",
+            "inputs must be [{samples}, {in_shape:?}] and targets [{samples}, {out_shape:?}], got {} and {} values",
             x.len(),
             t.len()
         )));
@@ -113,7 +134,7 @@ pub fn train(
     if !(config.lr.is_finite() && config.lr >= 0.0) {
         return Err(Error::Value(format!("lr must be a finite number ≥ 0, got {}", config.lr)));
     }
-    let params = collect_params(net);
+    let index: HashMap<_, _> = params.iter().enumerate().map(|(i, p)| (Arc::as_ptr(p), i)).collect();
     let mut optimizer = Optimizer::new(config.optimizer, params.len());
     let batches_per_epoch = samples.div_ceil(config.batch_size);
     let total_steps = batches_per_epoch * config.epochs;
@@ -144,9 +165,8 @@ pub fn train(
                 let r0 = rows[0];
                 (&x[r0 * in_width..(r0 + batch) * in_width], &t[r0 * out_width..(r0 + batch) * out_width])
             };
-            let steps = exec::forward_train(net, xs, batch, config.mode)?;
-            let output = &steps.last().expect("network has active layers").saved.post;
-            let (loss, grad) = config.loss.evaluate(output, ts, batch, out_width);
+            let trace = exec::forward_train(net, xs, batch, in_shape, config.mode)?;
+            let (loss, grad) = config.loss.evaluate(trace.output(xs), ts, batch * out_width / classes, classes);
             if !loss.is_finite() {
                 if result.steps > 0 {
                     restore(&params, &last_good)?;
@@ -156,10 +176,10 @@ pub fn train(
                 ));
                 break 'epochs;
             }
-            let (mut grads, _) = exec::backward(&steps, xs, grad, batch, config.mode, false)?;
-            drop(steps);
-            let mut flat: Vec<Vec<f32>> = grads.iter_mut().flat_map(std::mem::take).collect();
-            let norm = flat.iter().map(|g| sum_of_squares(g)).sum::<f64>().sqrt();
+            let (pairs, _) = exec::backward(net, &trace, xs, grad, config.mode, false)?;
+            drop(trace);
+            let mut flat = gather(&params, &index, pairs)?;
+            let norm = flat.iter().flatten().map(|g| sum_of_squares(g)).sum::<f64>().sqrt();
             if !norm.is_finite() {
                 result.stopped_early = Some(format!(
                     "gradient became non-finite (or overflowed f32) at epoch {epoch}, batch {batch_index}; weights kept from before this step"
@@ -169,14 +189,16 @@ pub fn train(
             if let Some(max_norm) = config.clip_norm {
                 if norm > max_norm as f64 {
                     let factor = (max_norm as f64 / (norm + 1e-12)) as f32;
-                    flat.iter_mut().flatten().for_each(|g| *g *= factor);
+                    flat.iter_mut().flatten().flatten().for_each(|g| *g *= factor);
                 }
             }
             snapshot(&params, &mut last_good)?;
             let lr = config.schedule.lr(config.lr, result.steps, total_steps, epoch);
             optimizer.begin_step();
             for (i, (p, g)) in params.iter().zip(&flat).enumerate() {
-                p.write().unwrap().update_master(|w| optimizer.update(i, w, g, lr))?;
+                if let Some(g) = g {
+                    p.write().unwrap().update_master(|w| optimizer.update(i, w, g, lr))?;
+                }
             }
             result.steps += 1;
             epoch_loss += loss * batch as f64;
