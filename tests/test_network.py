@@ -427,5 +427,5 @@ def test_forward_width_mismatch_after_editing_is_a_shape_error():
     net.set_disabled(0, 0, 0, 1)
     with pytest.raises(pv.ShapeError, match=r"\(0,0,0,2\)"):
         net.forward(inputs(4, 4))
-    with pytest.raises(pv.SpecError, match=r"\(0,0,0,0\)"):  # training validates the chain first
+    with pytest.raises(pv.ShapeError, match=r"\(0,0,0,2\)"):  # training plans the pass first
         net.train(inputs(4, 4), np.zeros((4, 3), np.float32), epochs=1)

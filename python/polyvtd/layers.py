@@ -7,7 +7,7 @@ gives the entry back.
 """
 
 import json
-from typing import Any
+from typing import Any, Optional, Union
 
 from . import _core
 from ._arrays import non_negative
@@ -50,4 +50,36 @@ def Dense(
                   activation=activation, bias=bias, dtype=dtype)
 
 
-__all__ = ["Dense", "Layer", "from_spec"]
+def Residual() -> Layer:
+    """``out = input + skip``. In the grid the skip is the input of the layer before it (so a
+    Dense then a Residual is ``Dense(x) + x``), or the output of the layer its remote link
+    targets (``net.set_link``); inside a Sequential, the input of the previous stage. Without a
+    skip (first layer) it is the identity."""
+    return _build("Residual", 0, "standard")
+
+
+Member = Union[Layer, tuple]
+
+
+def Sequential(*stages: Member) -> Layer:
+    """Stages run in order; each is a Layer (shared, not copied) or a ``(z, y, x, l)`` remote
+    link to the grid layer there (its weights are shared and trained through the link)."""
+    return _core.Layer.sequential(list(stages))
+
+
+def Parallel(*branches: Member, combine: str = "concat", gate: Optional[Layer] = None) -> Layer:
+    """Every branch gets the same input; outputs are combined per sample by ``combine``:
+
+    - ``"add"`` / ``"avg"``: element-wise sum / mean (branches of equal size);
+    - ``"concat"``: each sample's branch outputs one after another (flattened);
+    - ``"grid_scatter"``: the same values viewed as ``[branches, *branch shape]``;
+    - ``"filter"``: ``sum_i softmax(gate(x))_i * branch_i(x)`` per sample — a mixture of experts.
+      ``gate`` must output one logit per branch (e.g. ``Dense(d, len(branches))``); the backward
+      trains the gate too.
+
+    Branches are Layers or ``(z, y, x, l)`` remote links to grid layers.
+    """
+    return _core.Layer.parallel(list(branches), combine, gate)
+
+
+__all__ = ["Dense", "Layer", "Parallel", "Residual", "Sequential", "from_spec"]

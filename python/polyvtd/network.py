@@ -93,6 +93,35 @@ class VolumetricNetwork:
         non_negative(z=z, y=y, x=x, l=l)
         self._net.set_disabled(z, y, x, l, disabled)
 
+    def set_link(self, z: int, y: int, x: int, l: int, target: Optional[tuple]) -> None:
+        """Remote link: the layer at (z, y, x, l) reads the output of the layer at ``target``
+        (an earlier coordinate) instead of the previous layer's; a Residual adds it as its skip.
+        ``None`` removes the link."""
+        self._net.set_link(z, y, x, l, None if target is None else tuple(int(v) for v in target))
+
+    def link(self, z: int, y: int, x: int, l: int) -> Optional[tuple]:
+        """The remote link target of the layer at (z, y, x, l), or None."""
+        return self._net.link(z, y, x, l)
+
+    @property
+    def input_shape(self) -> Optional[list]:
+        """The sample shape the first active layer is built for (None if it takes any)."""
+        return self._net.input_shape
+
+    def output_shape(self, input_shape) -> list:
+        """The sample shape the network produces for samples of ``input_shape``."""
+        return self._net.output_shape(list(input_shape))
+
+    @property
+    def parameters(self) -> list:
+        """Every trainable tensor (WeightStore), once each, in traversal order."""
+        return self._net.parameters
+
+    def backward(self, x, grad_out, *, mode: str = "parallel") -> tuple:
+        """Gradients of ``sum(forward(x) * grad_out)``: ``(grad_input, [one per parameters])``.
+        Remote links, residual skips and shared layers are all followed."""
+        return self._net.backward(x, grad_out, mode)
+
     def layers(self) -> list:
         """[((z, y, x, l), layer)] for every occupied slot, in traversal order."""
         return [((z, y, x, l), self._net.layer(z, y, x, l)) for z, y, x, l, *_ in self._net.summary()]

@@ -7,6 +7,10 @@
 //! makes of a sample shape in `output_shape`, which is also its input check.
 
 pub mod dense;
+pub mod member;
+pub mod parallel;
+pub mod residual;
+pub mod sequential;
 pub mod spec;
 
 use crate::activation::Activation;
@@ -19,6 +23,9 @@ use std::any::Any;
 use std::sync::{Arc, RwLock};
 
 pub use dense::Dense;
+pub use parallel::Parallel;
+pub use residual::Residual;
+pub use sequential::Sequential;
 
 pub type Param = Arc<RwLock<WeightStore>>;
 
@@ -63,12 +70,14 @@ pub struct Ctx<'a> {
     pub schedule: Schedule,
     pub device: Device,
     pub links: &'a dyn Links,
+    /// How many containers deep this call is (guards against remote-link cycles).
+    pub nesting: u32,
 }
 
 impl Ctx<'static> {
     /// A CPU context for a layer on its own (no grid to resolve links in).
     pub fn standalone(schedule: Schedule) -> Ctx<'static> {
-        Ctx { schedule, device: Device::Cpu, links: &NoLinks }
+        Ctx { schedule, device: Device::Cpu, links: &NoLinks, nesting: 0 }
     }
 }
 
@@ -144,6 +153,10 @@ pub trait LayerOps: Send + Sync {
     fn type_name(&self) -> &'static str;
     /// The sample shape this layer produces from `input`; an error says why `input` does not fit.
     fn output_shape(&self, input: &[usize]) -> Result<Shape>;
+    /// `output_shape` where remote links can be resolved (containers override it).
+    fn output_shape_in(&self, input: &[usize], _links: &dyn Links) -> Result<Shape> {
+        self.output_shape(input)
+    }
     /// The sample shape the layer is built for, when it fixes one (the network's expected input).
     fn input_shape(&self) -> Option<Shape>;
     /// Trainable tensors the layer owns (containers: their children's; remote links excluded).
@@ -173,12 +186,18 @@ pub trait LayerOps: Send + Sync {
 #[derive(Debug, Clone)]
 pub enum Layer {
     Dense(Dense),
+    Residual(Residual),
+    Sequential(Sequential),
+    Parallel(Parallel),
 }
 
 impl Layer {
     pub fn ops(&self) -> &dyn LayerOps {
         match self {
             Layer::Dense(l) => l,
+            Layer::Residual(l) => l,
+            Layer::Sequential(l) => l,
+            Layer::Parallel(l) => l,
         }
     }
     pub fn type_name(&self) -> &'static str {
@@ -186,6 +205,9 @@ impl Layer {
     }
     pub fn output_shape(&self, input: &[usize]) -> Result<Shape> {
         self.ops().output_shape(input)
+    }
+    pub fn output_shape_in(&self, input: &[usize], links: &dyn Links) -> Result<Shape> {
+        self.ops().output_shape_in(input, links)
     }
     pub fn input_shape(&self) -> Option<Shape> {
         self.ops().input_shape()
@@ -245,4 +267,22 @@ pub fn through_activation(activation: Activation, grad_out: &[f32], pre: &[f32])
         Activation::Relu => grad_out.iter().zip(pre).map(|(&g, &p)| if p > 0.0 { g } else { 0.0 }).collect(),
         act => grad_out.iter().zip(pre).map(|(&g, &p)| g * act.derivative(p)).collect(),
     }
+}
+
+/// Sum (tensor, gradient) pairs into one gradient per entry of `params` (a shared tensor can
+/// appear several times); entries that got no gradient are None.
+pub fn sum_gradients(params: &[Param], pairs: Vec<(Param, Vec<f32>)>) -> Result<Vec<Option<Vec<f32>>>> {
+    let index: std::collections::HashMap<*const RwLock<WeightStore>, usize> =
+        params.iter().enumerate().map(|(i, p)| (Arc::as_ptr(p), i)).collect();
+    let mut sums: Vec<Option<Vec<f32>>> = (0..params.len()).map(|_| None).collect();
+    for (p, g) in pairs {
+        let i = *index.get(&Arc::as_ptr(&p)).ok_or_else(|| {
+            Error::Value("a layer produced a gradient for a tensor outside the network (a remote link into another network?)".into())
+        })?;
+        match &mut sums[i] {
+            Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+            slot => *slot = Some(g),
+        }
+    }
+    Ok(sums)
 }

@@ -2,12 +2,13 @@
 //! hand so an error names the field and where it is; unknown fields are rejected (typos do not
 //! pass silently). Weights start from a seed (deterministic, unlike the reference's time seed).
 
-use super::{Dense, Layer};
+use super::{Dense, Layer, Parallel, Residual, Sequential};
 use crate::activation::Activation;
 use crate::codec::Codec;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use serde_json::{Map, Value};
+use crate::coord::Coord;
+use serde_json::{json, Map, Value};
 
 /// LayerSpec fields the reference's build JSON defines (all accepted; the ones a layer type does
 /// not use are ignored as in the reference), plus our own: `bias`, `is_disabled`, `epsilon`,
@@ -108,7 +109,7 @@ impl<'a> Fields<'a> {
     pub fn dtype(&self) -> Result<DType> {
         match self.str("dtype")? {
             "" => Ok(DType::Float32),
-            name => DType::parse(name).map_err(|e| self.err("dtype", e)),
+            name => DType::parse(name).map_err(|e| Error::DType(format!("{}: field \"dtype\" {e}", self.context))),
         }
     }
 }
@@ -136,6 +137,9 @@ pub fn layer_from_fields(f: &Fields, build: Build) -> Result<Layer> {
     let type_name = f.str("type")?;
     let layer = match type_name.to_ascii_uppercase().as_str() {
         "" | "DENSE" => Layer::Dense(Dense::from_spec(f, build)?),
+        "RESIDUAL" => Layer::Residual(Residual),
+        "SEQUENTIAL" => Layer::Sequential(Sequential::from_spec(f, build)?),
+        "PARALLEL" => Layer::Parallel(Parallel::from_spec(f, build)?),
         other => return Err(f.err("type", format!("names an unknown layer type {other:?}"))),
     };
     // Containers morph their children from the children's own entries; a dtype on the
@@ -168,5 +172,21 @@ pub fn layer_to_value(layer: &Layer) -> Map<String, Value> {
 }
 
 fn is_container(layer: &Layer) -> bool {
-    layer.type_name() == "Parallel" || layer.type_name() == "Sequential"
+    matches!(layer, Layer::Parallel(_) | Layer::Sequential(_))
+}
+
+/// `target_z/y/x/l` of an entry with `is_remote_link: true`.
+pub fn link_target(f: &Fields) -> Result<Option<Coord>> {
+    if !f.bool("is_remote_link", false)? {
+        return Ok(None);
+    }
+    Ok(Some(Coord { z: f.usize("target_z", 0)?, y: f.usize("target_y", 0)?, x: f.usize("target_x", 0)?, l: f.usize("target_l", 0)? }))
+}
+
+/// Write a remote link into a layer entry.
+pub fn insert_link(m: &mut Map<String, Value>, target: Coord) {
+    m.insert("is_remote_link".into(), json!(true));
+    for (k, v) in [("target_z", target.z), ("target_y", target.y), ("target_x", target.x), ("target_l", target.l)] {
+        m.insert(k.into(), json!(v));
+    }
 }

@@ -63,7 +63,13 @@ pub fn plan(net: &VolumetricNetwork, input_shape: &[usize]) -> Result<Vec<Planne
             Source::Step(i) => &steps[i].shape[..],
         };
         let in_shape = shape_of(input);
-        let shape = slot.layer.output_shape(in_shape).map_err(|e| at(c, &slot.layer, e))?;
+        let shape = slot.layer.output_shape_in(in_shape, net).map_err(|e| {
+            let source = match input {
+                Source::Input => format!("the network input has sample shape {in_shape:?}"),
+                Source::Step(i) => format!("its input comes from the layer at {} with sample shape {in_shape:?}", steps[i].coord),
+            };
+            at(c, &slot.layer, append(e, &format!(" ({source})")))
+        })?;
         if let Some(s) = skip {
             let (a, b) = (in_shape.iter().product::<usize>(), shape_of(s).iter().product::<usize>());
             if a != b {
@@ -76,6 +82,17 @@ pub fn plan(net: &VolumetricNetwork, input_shape: &[usize]) -> Result<Vec<Planne
         steps.push(PlannedStep { coord: c, layer: slot.layer.clone(), input, skip, shape });
     }
     Ok(steps)
+}
+
+/// Add `suffix` to an error's message.
+fn append(e: Error, suffix: &str) -> Error {
+    match e {
+        Error::Shape(m) => Error::Shape(m + suffix),
+        Error::Spec(m) => Error::Spec(m + suffix),
+        Error::Value(m) => Error::Value(m + suffix),
+        Error::DType(m) => Error::DType(m + suffix),
+        other => other,
+    }
 }
 
 /// Prefix an error with the coordinate and type of the layer it came from.
@@ -119,7 +136,7 @@ fn input_for<'a>(step: &PlannedStep, x: &'a [f32], shape: &'a [usize], batch: us
 pub fn infer(net: &VolumetricNetwork, x: &[f32], batch: usize, shape: &[usize], schedule: Schedule, device: Device) -> Result<(Vec<f32>, Shape)> {
     check_input(x, batch, shape)?;
     let steps = plan(net, shape)?;
-    let ctx = Ctx { schedule, device, links: net };
+    let ctx = Ctx { schedule, device, links: net, nesting: 0 };
     let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(steps.len());
     for step in &steps {
         let input = input_for(step, x, shape, batch, |i| &outputs[i][..], &steps);
@@ -151,7 +168,7 @@ impl Trace {
 pub fn forward_train(net: &VolumetricNetwork, x: &[f32], batch: usize, shape: &[usize], schedule: Schedule) -> Result<Trace> {
     check_input(x, batch, shape)?;
     let steps = plan(net, shape)?;
-    let ctx = Ctx { schedule, device: Device::Cpu, links: net };
+    let ctx = Ctx { schedule, device: Device::Cpu, links: net, nesting: 0 };
     let mut saved: Vec<Saved> = Vec::with_capacity(steps.len());
     for step in &steps {
         let input = input_for(step, x, shape, batch, |i| &saved[i].post[..], &steps);
@@ -176,7 +193,7 @@ fn deposit(grads: &mut [Option<Vec<f32>>], input_grad: &mut Option<Vec<f32>>, so
 /// Backward over a trace; returns every (tensor, gradient) pair the layers produced (a tensor
 /// used twice appears twice) and, when `need_input`, the gradient with respect to the input.
 pub fn backward(net: &VolumetricNetwork, trace: &Trace, x: &[f32], grad_out: Vec<f32>, schedule: Schedule, need_input: bool) -> Result<(Vec<(Param, Vec<f32>)>, Vec<f32>)> {
-    let ctx = Ctx { schedule, device: Device::Cpu, links: net };
+    let ctx = Ctx { schedule, device: Device::Cpu, links: net, nesting: 0 };
     let n = trace.steps.len();
     let mut grads: Vec<Option<Vec<f32>>> = (0..n).map(|_| None).collect();
     let mut input_grad: Option<Vec<f32>> = None;

@@ -5,27 +5,11 @@
 use super::{exec, Coord, VolumetricNetwork};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
-use crate::layers::spec::{layer_from_fields, layer_to_value, Build, Fields};
-use serde_json::{json, Map, Value};
+use crate::layers::spec::{insert_link, layer_from_fields, layer_to_value, link_target, Build, Fields};
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 const TOP_FIELDS: &[&str] = &["id", "depth", "rows", "cols", "layers_per_cell", "layers"];
-
-/// `target_z/y/x/l` of an entry with `is_remote_link: true`.
-pub fn link_target(f: &Fields) -> Result<Option<Coord>> {
-    if !f.bool("is_remote_link", false)? {
-        return Ok(None);
-    }
-    Ok(Some(Coord { z: f.usize("target_z", 0)?, y: f.usize("target_y", 0)?, x: f.usize("target_x", 0)?, l: f.usize("target_l", 0)? }))
-}
-
-/// Write a remote link into a layer entry.
-pub fn insert_link(m: &mut Map<String, Value>, target: Coord) {
-    m.insert("is_remote_link".into(), json!(true));
-    for (k, v) in [("target_z", target.z), ("target_y", target.y), ("target_x", target.x), ("target_l", target.l)] {
-        m.insert(k.into(), json!(v));
-    }
-}
 
 /// Build a network from the reference's build JSON.
 pub fn from_value(spec: &Value, seed: u64, codec: Codec) -> Result<VolumetricNetwork> {
@@ -40,7 +24,11 @@ pub fn from_value(spec: &Value, seed: u64, codec: Codec) -> Result<VolumetricNet
         let coord = Coord { z: probe.usize("z", 0)?, y: probe.usize("y", 0)?, x: probe.usize("x", 0)?, l: probe.usize("l", 0)? };
         net.index(coord).map_err(|e| Error::Spec(format!("layers[{i}]: {e}")))?;
         let fields = Fields::new(obj, format!("layer at {coord}"));
-        let layer = layer_from_fields(&fields, Build { seed: seed.wrapping_add(i as u64), codec })?;
+        // Inside a spec, an unknown dtype name is a spec error like any other bad field.
+        let layer = layer_from_fields(&fields, Build { seed: seed.wrapping_add(i as u64), codec }).map_err(|e| match e {
+            Error::DType(m) => Error::Spec(m),
+            other => other,
+        })?;
         net.set_layer(coord, Arc::new(layer))?;
         if fields.bool("is_disabled", false)? {
             net.set_disabled(coord, true)?;
@@ -53,7 +41,11 @@ pub fn from_value(spec: &Value, seed: u64, codec: Codec) -> Result<VolumetricNet
         net.set_link(coord, Some(target))?;
     }
     if let Some(shape) = exec::expected_input_shape(&net) {
-        exec::plan(&net, &shape)?;
+        // A spec whose widths do not chain is a spec error, whatever input it would get.
+        exec::plan(&net, &shape).map_err(|e| match e {
+            Error::Shape(m) => Error::Spec(m),
+            other => other,
+        })?;
     }
     Ok(net)
 }

@@ -9,7 +9,11 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::kernels::Schedule;
 use crate::layers::spec::{layer_from_value, layer_to_value, Build};
-use crate::layers::{Ctx, Input, Layer};
+use crate::coord::Coord;
+use crate::layers::member::Member;
+use crate::layers::parallel::Combine;
+use crate::layers::sequential::Stage;
+use crate::layers::{sum_gradients, Ctx, Input, Layer, Parallel, Param, Sequential};
 use numpy::PyArrayDyn;
 use pyo3::prelude::*;
 use std::sync::Arc;
@@ -52,6 +56,24 @@ impl PyLayer {
             serde_json::from_str(spec).map_err(|e| to_py(Error::Spec(format!("layer spec is not valid JSON: {e}"))))?;
         let layer = guarded(|| layer_from_value(&value, "layer spec".into(), Build { seed, codec })).py()?;
         Ok(PyLayer { inner: Arc::new(layer) })
+    }
+
+    /// A Sequential over `stages`: Layers (shared, not copied) or (z, y, x, l) remote links.
+    #[staticmethod]
+    fn sequential(stages: Vec<Bound<'_, PyAny>>) -> PyResult<Self> {
+        let stages = stages.iter().map(|m| Ok(Stage { member: member(m)?, disabled: false })).collect::<PyResult<Vec<_>>>()?;
+        Ok(PyLayer { inner: Arc::new(Layer::Sequential(Sequential::new(stages).py()?)) })
+    }
+
+    /// A Parallel over `branches` (Layers or (z, y, x, l) remote links), combined by `combine`;
+    /// `gate` (filter only) maps the input to one logit per branch.
+    #[staticmethod]
+    #[pyo3(signature = (branches, combine = "concat", gate = None))]
+    fn parallel(branches: Vec<Bound<'_, PyAny>>, combine: &str, gate: Option<&PyLayer>) -> PyResult<Self> {
+        let branches = branches.iter().map(member).collect::<PyResult<Vec<_>>>()?;
+        let combine = Combine::parse(combine).py()?;
+        let layer = Parallel::new(branches, combine, gate.map(|g| g.inner.clone())).py()?;
+        Ok(PyLayer { inner: Arc::new(Layer::Parallel(layer)) })
     }
 
     #[getter(r#type)]
@@ -142,12 +164,7 @@ impl PyLayer {
                     let input = Input::new(data, n, &shape);
                     let saved = layer.forward_train(input, &ctx)?;
                     let grads = layer.backward(input, &saved, grad, &ctx, true)?;
-                    let mut summed: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.read().unwrap().len()]).collect();
-                    for (p, g) in grads.params {
-                        let i = params.iter().position(|q| Arc::ptr_eq(q, &p)).expect("a layer's gradients are for its own tensors");
-                        summed[i].iter_mut().zip(&g).for_each(|(a, b)| *a += b);
-                    }
-                    Ok((grads.input, summed))
+                    Ok((grads.input, zero_filled(&params, sum_gradients(&params, grads.params)?)))
                 })
             })
             .py()?;
@@ -165,5 +182,24 @@ impl PyLayer {
         let (kind, dtype, shape, bytes) = describe(&self.inner);
         let activation = self.activation().map_or(String::new(), |a| format!(", activation={a}"));
         format!("{kind}(input_shape={:?}{activation}, dtype={dtype}, weights={shape:?}, bytes={bytes})", self.inner.input_shape())
+    }
+}
+
+/// Per-tensor gradients with zeros for tensors that got none (their output was unused).
+pub fn zero_filled(params: &[Param], sums: Vec<Option<Vec<f32>>>) -> Vec<Vec<f32>> {
+    params.iter().zip(sums).map(|(p, g)| g.unwrap_or_else(|| vec![0.0; p.read().unwrap().len()])).collect()
+}
+
+/// A container member from Python: a Layer, or a (z, y, x, l) remote link.
+fn member(obj: &Bound<'_, PyAny>) -> PyResult<Member> {
+    if let Ok(layer) = obj.cast::<PyLayer>() {
+        return Ok(Member::Own(layer.get().inner.clone()));
+    }
+    match obj.extract::<(usize, usize, usize, usize)>() {
+        Ok((z, y, x, l)) => Ok(Member::Link(Coord { z, y, x, l })),
+        Err(_) => Err(to_py(Error::Spec(format!(
+            "a container member must be a Layer or a (z, y, x, l) remote-link coordinate, got {}",
+            obj.repr().map_or_else(|_| "?".into(), |r| r.to_string())
+        )))),
     }
 }

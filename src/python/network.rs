@@ -3,7 +3,9 @@
 
 use super::arrays::{batch, batched, check_finite, contiguous_f32, forward_args, to_numpy, ForwardArgs};
 use super::errors::{guarded, to_py, IntoPyResult};
-use super::layer::{describe, PyLayer};
+use super::layer::{describe, zero_filled, PyLayer};
+use super::weights::PyWeightStore;
+use crate::layers::sum_gradients;
 use crate::codec::Codec;
 use crate::dtype::DType;
 use crate::error::Error;
@@ -156,6 +158,43 @@ impl PyNetwork {
         to_numpy(py, y, &batched(batch, &out_shape))
     }
 
+    /// Every trainable tensor of the grid, once each, in traversal order.
+    #[getter]
+    fn parameters(&self) -> Vec<PyWeightStore> {
+        self.inner.read().unwrap().params().into_iter().map(PyWeightStore::wrap).collect()
+    }
+
+    /// Gradients of ⟨forward(x), grad_out⟩: (grad_input, [gradient per entry of `parameters`]).
+    #[pyo3(signature = (x, grad_out, mode = "parallel"))]
+    fn backward<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, grad_out: &Bound<'py, PyAny>, mode: &str) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, Vec<Bound<'py, PyArrayDyn<f32>>>)> {
+        let (x, grad_out) = (contiguous_f32(x, "input")?, contiguous_f32(grad_out, "grad_out")?);
+        let schedule = Schedule::parse(mode).py()?;
+        let (data, n, shape) = batch(&x, "input").py()?;
+        let (grad, grad_n, grad_shape) = batch(&grad_out, "grad_out").py()?;
+        let net = self.inner.read().unwrap();
+        let params = net.params();
+        let (input_grad, grads) = py
+            .detach(|| {
+                guarded(|| {
+                    let trace = exec::forward_train(&net, data, n, &shape, schedule)?;
+                    let out_shape = trace.output_shape();
+                    if grad_n != n || grad_shape.iter().product::<usize>() != out_shape.iter().product::<usize>() {
+                        return Err(Error::Shape(format!(
+                            "grad_out must have the output's shape {:?}, got {:?}",
+                            batched(n, out_shape),
+                            batched(grad_n, &grad_shape)
+                        )));
+                    }
+                    let (pairs, input_grad) = exec::backward(&net, &trace, data, grad.to_vec(), schedule, true)?;
+                    Ok((input_grad, zero_filled(&params, sum_gradients(&params, pairs)?)))
+                })
+            })
+            .py()?;
+        let shapes: Vec<Vec<usize>> = params.iter().map(|p| p.read().unwrap().shape().to_vec()).collect();
+        let grads = grads.into_iter().zip(shapes).map(|(g, s)| to_numpy(py, g, &s)).collect::<PyResult<Vec<_>>>()?;
+        Ok((to_numpy(py, input_grad, &batched(n, &shape))?, grads))
+    }
+
     fn morph_all(&self, py: Python<'_>, dtype: &str) -> PyResult<()> {
         let dtype = DType::parse(dtype).py()?;
         let net = self.inner.read().unwrap();
@@ -249,6 +288,9 @@ impl PyNetwork {
             shuffle,
         };
         let net = self.inner.read().unwrap();
+        if net.active().next().is_none() {
+            return Err(to_py(Error::Value("the network has no active layers to train".into())));
+        }
         let out_shape = exec::output_shape(&net, &x_shape).py()?;
         if out_shape.iter().product::<usize>() != t_shape.iter().product::<usize>() {
             return Err(to_py(Error::Shape(format!(

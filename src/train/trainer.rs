@@ -7,10 +7,7 @@ use super::optim::{OptimConfig, Optimizer};
 use super::schedule::LrSchedule;
 use crate::error::{Error, Result};
 use crate::kernels::Schedule;
-use crate::layers::Param;
-use crate::weights::WeightStore;
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use crate::layers::{sum_gradients, Param};
 use crate::network::{exec, VolumetricNetwork};
 use crate::rng::Rng;
 use std::time::Instant;
@@ -66,22 +63,6 @@ fn sum_of_squares(values: &[f32]) -> f64 {
         .sum()
 }
 
-/// Sum the gradients of each tensor (a shared tensor can appear several times) into one buffer
-/// per entry of `params`; tensors that got no gradient get none (`None`).
-fn gather(params: &[Param], index: &HashMap<*const RwLock<WeightStore>, usize>, pairs: Vec<(Param, Vec<f32>)>) -> Result<Vec<Option<Vec<f32>>>> {
-    let mut flat: Vec<Option<Vec<f32>>> = (0..params.len()).map(|_| None).collect();
-    for (p, g) in pairs {
-        let i = *index
-            .get(&Arc::as_ptr(&p))
-            .ok_or_else(|| Error::Value("a layer produced a gradient for a tensor outside the network (a remote link into an empty slot?)".into()))?;
-        match &mut flat[i] {
-            Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
-            slot => *slot = Some(g),
-        }
-    }
-    Ok(flat)
-}
-
 fn snapshot(params: &[Param], into: &mut Vec<Vec<f32>>) -> Result<()> {
     into.resize(params.len(), Vec::new());
     for (p, buf) in params.iter().zip(into.iter_mut()) {
@@ -114,7 +95,7 @@ pub fn train(
     let out_shape = exec::output_shape(net, in_shape)?;
     let params = net.params();
     if params.is_empty() {
-        return Err(Error::Value("the network has no trainable tensors".into()));
+        return Err(Error::Value("the network has no active layers with trainable tensors".into()));
     }
     let (in_width, out_width) = (in_shape.iter().product::<usize>(), out_shape.iter().product::<usize>());
     let classes = out_shape.last().copied().unwrap_or(1).max(1);
@@ -134,7 +115,6 @@ pub fn train(
     if !(config.lr.is_finite() && config.lr >= 0.0) {
         return Err(Error::Value(format!("lr must be a finite number ≥ 0, got {}", config.lr)));
     }
-    let index: HashMap<_, _> = params.iter().enumerate().map(|(i, p)| (Arc::as_ptr(p), i)).collect();
     let mut optimizer = Optimizer::new(config.optimizer, params.len());
     let batches_per_epoch = samples.div_ceil(config.batch_size);
     let total_steps = batches_per_epoch * config.epochs;
@@ -178,7 +158,7 @@ pub fn train(
             }
             let (pairs, _) = exec::backward(net, &trace, xs, grad, config.mode, false)?;
             drop(trace);
-            let mut flat = gather(&params, &index, pairs)?;
+            let mut flat = sum_gradients(&params, pairs)?;
             let norm = flat.iter().flatten().map(|g| sum_of_squares(g)).sum::<f64>().sqrt();
             if !norm.is_finite() {
                 result.stopped_early = Some(format!(
