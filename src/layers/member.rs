@@ -11,7 +11,36 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// How deep containers may nest through remote links before we call it a cycle.
-const MAX_NESTING: u32 = 64;
+const MAX_NESTING: u32 = 32;
+
+fn too_deep() -> Error {
+    Error::Spec(format!("containers nest more than {MAX_NESTING} levels deep: do remote links form a cycle?"))
+}
+
+/// The links of one nesting level further down (shape checks count depth through this).
+struct Deeper<'a> {
+    outer: &'a dyn Links,
+    depth: u32,
+}
+
+impl<'a> Deeper<'a> {
+    fn new(outer: &'a dyn Links) -> Result<Deeper<'a>> {
+        let depth = outer.depth() + 1;
+        if depth > MAX_NESTING {
+            return Err(too_deep());
+        }
+        Ok(Deeper { outer, depth })
+    }
+}
+
+impl Links for Deeper<'_> {
+    fn layer_at(&self, target: Coord) -> Result<Arc<Layer>> {
+        self.outer.layer_at(target)
+    }
+    fn depth(&self) -> u32 {
+        self.depth
+    }
+}
 
 #[derive(Debug, Clone)]
 pub enum Member {
@@ -50,7 +79,8 @@ impl Member {
     }
 
     pub fn output_shape(&self, input: &[usize], links: &dyn Links) -> Result<Shape> {
-        self.resolve(links)?.output_shape_in(input, links)
+        let deeper = Deeper::new(links)?;
+        self.resolve(links)?.output_shape_in(input, &deeper)
     }
 
     /// Its own tensors (a link owns none: they belong to the grid slot it points at).
@@ -87,9 +117,7 @@ impl Member {
 /// instead of endless recursion.
 pub fn nested<'a>(ctx: &Ctx<'a>) -> Result<Ctx<'a>> {
     if ctx.nesting >= MAX_NESTING {
-        return Err(Error::Spec(format!(
-            "containers nest more than {MAX_NESTING} levels deep: do remote links form a cycle?"
-        )));
+        return Err(too_deep());
     }
     Ok(Ctx { nesting: ctx.nesting + 1, ..*ctx })
 }

@@ -53,6 +53,10 @@ impl Device {
 /// link always reaches whatever layer sits at its target now).
 pub trait Links: Sync {
     fn layer_at(&self, target: Coord) -> Result<Arc<Layer>>;
+    /// How many containers deep the caller is (shape checks use it to stop link cycles).
+    fn depth(&self) -> u32 {
+        0
+    }
 }
 
 /// For layers used outside a grid: every link lookup fails with a clear message.

@@ -1,0 +1,63 @@
+"""Plain NumPy float64 references for the grid's routing and containers (network.md §4–5, with
+the correct math: per-sample filter gate, residual skips, remote links), plus a central
+finite-difference gradient helper."""
+
+import numpy as np
+
+from reference.dense import dense_forward
+
+
+def dense(w, activation="linear", b=None):
+    """A Dense stage as a function of x (W [out, in], float64)."""
+    return lambda x: dense_forward(x, w, b, activation)
+
+
+def sequential(x, stages):
+    """Stages are functions or the string "residual" (adds the previous stage's input)."""
+    current, previous = np.asarray(x, np.float64), None
+    for stage in stages:
+        if isinstance(stage, str):
+            out = current if previous is None else current + previous
+        else:
+            out = stage(current)
+        previous, current = current, out
+    return current
+
+
+def softmax_rows(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def parallel(x, branches, combine, gate=None):
+    """Combine the branches' outputs per sample; `gate` maps x to one logit per branch."""
+    outs = [np.asarray(f(x), np.float64) for f in branches]
+    batch = outs[0].shape[0]
+    if combine == "add":
+        return sum(outs)
+    if combine == "avg":
+        return sum(outs) / len(outs)
+    if combine == "concat":
+        return np.concatenate([o.reshape(batch, -1) for o in outs], axis=1)
+    if combine == "grid_scatter":
+        return np.stack(outs, axis=1)
+    if combine == "filter":
+        p = softmax_rows(gate(x).reshape(batch, -1))
+        return sum(p[:, i].reshape((batch,) + (1,) * (o.ndim - 1)) * o for i, o in enumerate(outs))
+    raise ValueError(combine)
+
+
+def numeric_grad(f, arr, eps=1e-6):
+    """d f() / d arr by central differences; `f` reads `arr` (modified in place, restored)."""
+    grad = np.zeros_like(arr, dtype=np.float64)
+    flat, gflat = arr.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        keep = flat[i]
+        flat[i] = keep + eps
+        up = f()
+        flat[i] = keep - eps
+        down = f()
+        flat[i] = keep
+        gflat[i] = (up - down) / (2 * eps)
+    return grad

@@ -1,0 +1,297 @@
+"""Containers and routing: Sequential, Parallel (add/avg/concat/grid_scatter/filter), Residual in
+the grid and in containers, remote links at the top level and inside containers, disabled layers,
+nesting, end-to-end training — each against the NumPy references in tests/reference/."""
+
+import json
+
+import numpy as np
+import pytest
+
+import polyvtd as pv
+from reference.containers import dense, numeric_grad, parallel, sequential
+from reference.dense import norm_rel_err
+
+RNG = np.random.default_rng(7)
+
+
+def data(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def w64(layer):
+    return layer.weights.master.astype(np.float64)
+
+
+def grid(*layers, lpc=None):
+    """A 1×1×1×L grid holding `layers` in order."""
+    net = pv.VolumetricNetwork(1, 1, 1, lpc or len(layers))
+    for l, layer in enumerate(layers):
+        net.set_layer(0, 0, 0, l, layer)
+    return net
+
+
+def check_gradients(net, x, reference, tol=1e-4):
+    """Our network backward vs central differences of the float64 `reference(x, weights)`,
+    for the input and every parameter, on a random upstream gradient."""
+    out = net.forward(x)
+    g = RNG.standard_normal(out.shape)
+    gx, gparams = net.backward(x, g.astype(np.float32))
+    weights = [p.master.astype(np.float64) for p in net.parameters]
+    x64 = x.astype(np.float64)
+    loss = lambda: float(np.sum(reference(x64, weights) * g))
+    assert norm_rel_err(gx, numeric_grad(loss, x64)) < tol
+    for i, w in enumerate(weights):
+        assert norm_rel_err(gparams[i], numeric_grad(loss, w)) < tol, f"parameter {i}"
+
+
+# ---- Residual ------------------------------------------------------------------------------
+
+def test_residual_in_the_grid_adds_the_previous_layers_input():
+    d = pv.layers.Dense(5, 5, "tanh", seed=1)
+    net = grid(d, pv.layers.Residual())
+    x = data(4, 5)
+    expected = sequential(x, [dense(w64(d), "tanh"), "residual"])
+    assert norm_rel_err(net.forward(x), expected) < 1e-6
+    check_gradients(net, x, lambda x, w: sequential(x, [dense(w[0], "tanh"), "residual"]))
+
+
+def test_residual_first_is_identity():
+    net = grid(pv.layers.Residual(), pv.layers.Dense(3, 2, seed=2))
+    x = data(2, 3)
+    assert norm_rel_err(net.forward(x), x.astype(np.float64) @ w64(net.layer(0, 0, 0, 1)).T) < 1e-6
+
+
+def test_residual_with_mismatched_skip_names_coordinate():
+    net = grid(pv.layers.Dense(4, 3), pv.layers.Residual())
+    with pytest.raises(pv.ShapeError, match=r"\(0,0,0,1\).*skip"):
+        net.forward(data(2, 4))
+
+
+# ---- remote links in the grid --------------------------------------------------------------
+
+def test_top_level_remote_link_reads_the_target_output():
+    a, b, c = pv.layers.Dense(4, 6, "relu", seed=1), pv.layers.Dense(6, 3, seed=2), pv.layers.Dense(6, 2, seed=3)
+    net = grid(a, b, c)
+    net.set_link(0, 0, 0, 2, (0, 0, 0, 0))  # c reads a's output, skipping b
+    x = data(3, 4)
+    ref = lambda x, w: dense(w[2])(dense(w[0], "relu")(x))
+    assert norm_rel_err(net.forward(x), ref(x.astype(np.float64), [w64(a), w64(b), w64(c)])) < 1e-6
+    gx, grads = net.backward(x, np.ones((3, 2), np.float32))
+    assert np.all(grads[1] == 0)  # b's output is read by nobody
+    check_gradients(net, x, ref)
+
+
+def test_residual_with_a_remote_link_skips_from_the_target():
+    a, b, c = (pv.layers.Dense(4, 4, "tanh", seed=s) for s in (1, 2, 3))
+    net = grid(a, b, c, pv.layers.Residual())
+    net.set_link(0, 0, 0, 3, (0, 0, 0, 0))  # out = c(b(a(x))) + a(x)
+    ref = lambda x, w: (lambda h: dense(w[2], "tanh")(dense(w[1], "tanh")(h)) + h)(dense(w[0], "tanh")(x))
+    x = data(2, 4)
+    assert norm_rel_err(net.forward(x), ref(x.astype(np.float64), [w64(a), w64(b), w64(c)])) < 1e-6
+    check_gradients(net, x, ref)
+
+
+def test_remote_link_in_the_build_json_round_trips():
+    spec = {"depth": 1, "rows": 1, "cols": 2, "layers_per_cell": 2, "layers": [
+        {"x": 0, "l": 0, "type": "dense", "input_height": 4, "output_height": 4, "activation": "tanh"},
+        {"x": 0, "l": 1, "type": "dense", "input_height": 4, "output_height": 4},
+        {"x": 1, "l": 0, "type": "residual", "is_remote_link": True, "target_z": 0, "target_y": 0,
+         "target_x": 0, "target_l": 0}]}
+    net = pv.VolumetricNetwork.from_spec(spec, seed=4)
+    assert net.link(0, 0, 1, 0) == (0, 0, 0, 0)
+    again = pv.VolumetricNetwork.from_spec(net.to_spec(), seed=4)
+    assert again.to_spec() == net.to_spec()
+    x = data(3, 4)
+    np.testing.assert_array_equal(again.forward(x), net.forward(x))
+
+
+def test_remote_link_must_point_backwards():
+    net = grid(pv.layers.Dense(4, 4), pv.layers.Dense(4, 4))
+    with pytest.raises(pv.SpecError, match=r"\(0,0,0,1\).*traversal order"):
+        net.set_link(0, 0, 0, 0, (0, 0, 0, 1))
+
+
+def test_disabled_layers_are_skipped_and_links_to_them_read_through():
+    a, b, c = pv.layers.Dense(4, 4, seed=1), pv.layers.Dense(4, 4, seed=2), pv.layers.Dense(4, 3, seed=3)
+    net = grid(a, b, c)
+    net.set_disabled(0, 0, 0, 1)
+    x = data(2, 4)
+    assert norm_rel_err(net.forward(x), dense(w64(c))(dense(w64(a))(x))) < 1e-6
+
+
+# ---- Sequential -----------------------------------------------------------------------------
+
+def test_sequential_residual_block_matches_reference_and_gradients():
+    d1, d2 = pv.layers.Dense(4, 8, "gelu", seed=1), pv.layers.Dense(8, 8, seed=2)
+    block = pv.layers.Sequential(d1, d2, pv.layers.Residual())  # d2(h) + h with h = d1(x)
+    ref = lambda x, w: sequential(x, [dense(w[0], "gelu"), dense(w[1]), "residual"])
+    x = data(3, 4)
+    net = grid(block)
+    assert norm_rel_err(net.forward(x), ref(x.astype(np.float64), [w64(d1), w64(d2)])) < 1e-6
+    check_gradients(net, x, ref)
+
+
+def test_sequential_disabled_stage_is_skipped():
+    spec = {"type": "sequential", "sequential_layers": [
+        {"type": "dense", "input_height": 3, "output_height": 3, "activation": "tanh"},
+        {"type": "dense", "input_height": 3, "output_height": 3, "is_disabled": True},
+        {"type": "residual"}]}
+    layer = pv.layers.from_spec(spec, seed=3)
+    x = data(2, 3)
+    first = pv.layers.from_spec(spec["sequential_layers"][0], seed=0)
+    w = json.loads(layer.spec_json())
+    assert w["sequential_layers"][1]["is_disabled"] is True
+    d = layer.parameters[0].master.astype(np.float64)
+    assert norm_rel_err(layer.forward(x), sequential(x, [dense(d, "tanh"), "residual"])) < 1e-6
+    assert first.type == "Dense"
+
+
+# ---- Parallel -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("combine", ["add", "avg", "concat", "grid_scatter"])
+def test_parallel_combines_match_reference(combine):
+    b1, b2 = pv.layers.Dense(5, 3, "relu", seed=1), pv.layers.Dense(5, 3, "tanh", seed=2)
+    layer = pv.layers.Parallel(b1, b2, combine=combine)
+    x = data(4, 5)
+    ref = lambda x, w: parallel(x, [dense(w[0], "relu"), dense(w[1], "tanh")], combine)
+    y = layer.forward(x)
+    expected = ref(x.astype(np.float64), [w64(b1), w64(b2)])
+    assert y.shape == expected.shape and norm_rel_err(y, expected) < 1e-6
+    check_gradients(grid(layer), x, ref)
+
+
+def test_parallel_concat_of_different_widths_is_per_sample():
+    b1, b2 = pv.layers.Dense(3, 2, seed=1), pv.layers.Dense(3, 5, seed=2)
+    y = pv.layers.Parallel(b1, b2).forward(data(4, 3))
+    assert y.shape == (4, 7)
+
+
+def test_parallel_filter_gate_weights_branches_per_sample_and_trains():
+    experts = [pv.layers.Dense(4, 3, "tanh", seed=s) for s in (1, 2, 3)]
+    gate = pv.layers.Dense(4, 3, seed=9)
+    layer = pv.layers.Parallel(*experts, combine="filter", gate=gate)
+    x = data(5, 4)
+    ref = lambda x, w: parallel(x, [dense(w[i], "tanh") for i in range(3)], "filter", gate=dense(w[3]))
+    weights = [w64(e) for e in experts] + [w64(gate)]
+    assert norm_rel_err(layer.forward(x), ref(x.astype(np.float64), weights)) < 1e-6
+    check_gradients(grid(layer), x, ref)
+
+
+def test_mismatched_branch_widths_for_add_name_coordinate_and_branches():
+    spec = {"depth": 1, "rows": 1, "cols": 1, "layers_per_cell": 1, "layers": [
+        {"type": "parallel", "combine_mode": "add", "parallel_branches": [
+            {"type": "dense", "input_height": 4, "output_height": 3},
+            {"type": "dense", "input_height": 4, "output_height": 5}]}]}
+    with pytest.raises(pv.SpecError, match=r"\(0,0,0,0\).*branch 0: \[3\].*branch 1: \[5\]"):
+        pv.VolumetricNetwork.from_spec(spec)
+
+
+@pytest.mark.parametrize("bad,field", [({"combine_mode": "mix"}, "combine_mode"), ({"combine_mode": "filter"}, "gate"),
+                                       ({"parallel_branches": []}, "parallel_branches")])
+def test_bad_parallel_specs(bad, field):
+    spec = {"type": "parallel", "combine_mode": "add",
+            "parallel_branches": [{"type": "dense", "input_height": 2, "output_height": 2}], **bad}
+    with pytest.raises(pv.SpecError, match=field):
+        pv.layers.from_spec(spec)
+
+
+def test_filter_gate_of_the_wrong_width():
+    with pytest.raises(pv.ShapeError, match="one logit per branch"):
+        pv.layers.Parallel(pv.layers.Dense(4, 2), pv.layers.Dense(4, 2), combine="filter",
+                           gate=pv.layers.Dense(4, 3)).forward(data(2, 4))
+
+
+# ---- remote links inside containers ----------------------------------------------------------
+
+def test_branch_remote_link_shares_and_trains_the_target():
+    shared = pv.layers.Dense(4, 4, "tanh", seed=1)
+    own = pv.layers.Dense(4, 4, seed=2)
+    net = grid(shared, pv.layers.Parallel((0, 0, 0, 0), own, combine="add"))
+    x = data(3, 4)
+    ref = lambda x, w: (lambda h: dense(w[0], "tanh")(h) + dense(w[1])(h))(dense(w[0], "tanh")(x))
+    assert norm_rel_err(net.forward(x), ref(x.astype(np.float64), [w64(shared), w64(own)])) < 1e-6
+    assert len(net.parameters) == 2  # the link adds no tensor of its own
+    check_gradients(net, x, ref)
+    before = shared.weights.master.copy()
+    net.train(x, data(3, 4), epochs=2, lr=0.05, optimizer="sgd")
+    assert not np.array_equal(before, shared.weights.master)
+
+
+def test_remote_link_cycle_is_an_error_not_a_hang():
+    net = grid(pv.layers.Sequential((0, 0, 0, 0)))
+    with pytest.raises(pv.SpecError, match="cycle"):
+        net.forward(data(1, 3))
+
+
+def test_link_outside_a_network_is_explained():
+    with pytest.raises(pv.SpecError, match="needs a network"):
+        pv.layers.Sequential((0, 0, 0, 1)).forward(data(1, 2))
+
+
+# ---- nesting and training -------------------------------------------------------------------
+
+def nested_net():
+    experts = [pv.layers.Sequential(pv.layers.Dense(6, 6, "tanh", seed=s), pv.layers.Residual()) for s in (1, 2)]
+    moe = pv.layers.Parallel(*experts, combine="filter", gate=pv.layers.Dense(6, 2, seed=3))
+    inner = pv.layers.Parallel(moe, pv.layers.Dense(6, 6, seed=4), combine="avg")
+    return grid(pv.layers.Dense(2, 6, "tanh", seed=5), pv.layers.Sequential(inner, pv.layers.Residual()),
+                pv.layers.Dense(6, 1, seed=6))
+
+
+def test_nested_containers_gradients():
+    net = nested_net()
+    p = [q.master.astype(np.float64) for q in net.parameters]
+
+    def ref(x, w):
+        h = dense(w[0], "tanh")(x)
+        experts = [lambda v, i=i: sequential(v, [dense(w[1 + i], "tanh"), "residual"]) for i in range(2)]
+        moe = lambda v: parallel(v, experts, "filter", gate=dense(w[3]))
+        inner = parallel(h, [moe, dense(w[4])], "avg")
+        return dense(w[5])(inner + h)
+
+    x = data(3, 2)
+    assert norm_rel_err(net.forward(x), ref(x.astype(np.float64), p)) < 1e-6
+    check_gradients(net, x, ref, tol=2e-4)
+
+
+def test_nested_network_trains_end_to_end():
+    net = nested_net()
+    x = RNG.uniform(-1, 1, (128, 2)).astype(np.float32)
+    y = (np.sin(2 * x[:, :1]) * x[:, 1:]).astype(np.float32)
+    result = net.train(x, y, epochs=40, lr=0.01, batch_size=16, optimizer="adam")
+    assert result.loss_history[-1] < 0.3 * result.loss_history[0]
+
+
+@pytest.mark.parametrize("mode", ["normal", "tiled"])
+def test_schedules_agree_through_containers(mode):
+    net = nested_net()
+    x = data(5, 2)
+    assert norm_rel_err(net.forward(x, mode=mode), net.forward(x, mode="parallel")) < 1e-6
+
+
+def test_container_spec_round_trip_and_copy():
+    net = nested_net()
+    spec = net.to_spec()
+    kinds = [e["type"] for e in spec["layers"]]
+    assert kinds == ["Dense", "Sequential", "Dense"]
+    inner = spec["layers"][1]["sequential_layers"][0]
+    assert inner["combine_mode"] == "avg" and inner["parallel_branches"][0]["gate"]["type"] == "Dense"
+    rebuilt = pv.VolumetricNetwork.from_spec(spec)
+    assert rebuilt.to_spec() == spec
+    clone = net.copy()
+    x = data(2, 2)
+    np.testing.assert_array_equal(clone.forward(x), net.forward(x))
+    clone.parameters[1].set_master(np.zeros((6, 6), np.float32))
+    assert not np.array_equal(clone.forward(x), net.forward(x))
+
+
+def test_loom_build_spec_with_containers_loads_and_runs():
+    spec = {"depth": 1, "rows": 1, "cols": 1, "layers_per_cell": 2, "layers": [
+        {"z": 0, "y": 0, "x": 0, "l": 0, "type": "parallel", "combine_mode": "concat", "parallel_branches": [
+            {"type": "dense", "activation": "relu", "input_height": 4, "output_height": 3},
+            {"type": "sequential", "sequential_layers": [
+                {"type": "dense", "input_height": 4, "output_height": 4},
+                {"type": "residual"}]}]},
+        {"z": 0, "y": 0, "x": 0, "l": 1, "type": "dense", "input_height": 7, "output_height": 2}]}
+    net = pv.VolumetricNetwork.from_spec(spec, seed=1)
+    assert net.forward(data(3, 4)).shape == (3, 2)
