@@ -224,6 +224,15 @@ def gpu(args) -> None:
     print(_table(f"Dense {args.size}×{args.size} forward on the GPU", header, rows))
 
 
+def layers(args) -> None:
+    from . import bench_layers
+
+    welvet = None if args.no_welvet else _welvet()
+    print(f"polyvtd {pv.__version__}, {os.cpu_count()} CPU threads, NumPy {np.__version__}, "
+          f"welvet {getattr(welvet, '__version__', 'not installed')}\n", flush=True)
+    bench_layers.run(args, timeit, _table, welvet)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m polyvtd.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -236,8 +245,14 @@ def main(argv=None) -> int:
     g = sub.add_parser("gpu", help="Dense forward on the GPU per dtype")
     g.add_argument("--size", type=int, default=4096)
     g.add_argument("--budget", type=float, default=0.4, help="seconds of repeats per figure")
+    lay = sub.add_parser("layers", help="every layer type: forward and training step per schedule and dtype")
+    lay.add_argument("--quick", action="store_true", help="fewer dtypes and schedules")
+    lay.add_argument("--no-welvet", action="store_true", help="skip the reference engine even if installed")
+    lay.add_argument("--scale", type=float, default=1.0, help="shrink (<1) or grow the shapes")
+    lay.add_argument("--only", nargs="*", help="layer type names to run (default: all)")
+    lay.add_argument("--budget", type=float, default=0.3, help="seconds of repeats per figure")
     args = parser.parse_args(argv)
-    {"dense": dense, "gpu": gpu}[args.suite](args)
+    {"dense": dense, "gpu": gpu, "layers": layers}[args.suite](args)
     return 0
 
 

@@ -76,6 +76,13 @@ impl PyLayer {
         Ok(PyLayer { inner: Arc::new(Layer::Parallel(layer)) })
     }
 
+    /// Morph every weight tensor of the layer (not biases) to `dtype`.
+    fn morph(&self, py: Python<'_>, dtype: &str) -> PyResult<()> {
+        let dtype = crate::dtype::DType::parse(dtype).py()?;
+        let tensors = self.inner.morphable();
+        py.detach(|| guarded(|| tensors.iter().try_for_each(|p| p.write().unwrap().morph(dtype)))).py()
+    }
+
     #[getter(r#type)]
     fn kind(&self) -> &'static str {
         self.inner.type_name()
