@@ -7,6 +7,8 @@
 //! makes of a sample shape in `output_shape`, which is also its input check.
 
 pub mod dense;
+pub mod recurrent;
+pub mod softmax;
 pub mod spec;
 
 use crate::activation::Activation;
@@ -19,6 +21,8 @@ use std::any::Any;
 use std::sync::{Arc, RwLock};
 
 pub use dense::Dense;
+pub use recurrent::Recurrent;
+pub use softmax::Softmax;
 
 pub type Param = Arc<RwLock<WeightStore>>;
 
@@ -173,12 +177,16 @@ pub trait LayerOps: Send + Sync {
 #[derive(Debug, Clone)]
 pub enum Layer {
     Dense(Dense),
+    Recurrent(Recurrent),
+    Softmax(Softmax),
 }
 
 impl Layer {
     pub fn ops(&self) -> &dyn LayerOps {
         match self {
             Layer::Dense(l) => l,
+            Layer::Recurrent(l) => l,
+            Layer::Softmax(l) => l,
         }
     }
     pub fn type_name(&self) -> &'static str {
