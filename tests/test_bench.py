@@ -33,3 +33,26 @@ def test_gpu_suite_reports(capsys):
         assert "| int4 |" in out and "rel err" in out
     else:
         assert "no GPU adapter" in out
+
+
+def test_layers_suite_prints_a_table_per_layer_type(capsys):
+    args = argparse.Namespace(quick=True, scale=0.05, only=None, budget=0.0, no_welvet=True)
+    bench.layers(args)
+    out = capsys.readouterr().out
+    for name in ("Dense", "CNN2", "ConvTransposed3D", "MultiHeadAttention", "LSTM", "Softmax", "Residual"):
+        assert f"### {name}, input" in out
+    assert "| CNN1 | int4 | parallel |" in out and "| Softmax | — | tiled |" in out
+
+
+def test_numpy_peers_match_our_layers():
+    """The NumPy peers compute the same function as our layers (so the ratios compare like with
+    like): checked on the tiny shapes for every layer type."""
+    from polyvtd.bench_layers import _inputs, cases
+
+    rng = np.random.default_rng(1)
+    for case in cases(scale=0.05):
+        layer = pv.layers.from_spec(case.spec, seed=2)
+        x = _inputs(case, rng)
+        ours = layer.forward(x)
+        peer = case.numpy_forward(x, [p.master for p in layer.parameters])
+        assert np.allclose(ours, peer, rtol=1e-4, atol=1e-4), case.name

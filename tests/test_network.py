@@ -365,7 +365,7 @@ def test_wrongly_typed_fields_are_named(field, value):
 
 
 def test_unsupported_layer_type():
-    msg = spec_error(spec_with(dense(0, 4, 3, type="softmax")))
+    msg = spec_error(spec_with(dense(0, 4, 3, type="hypernet")))
     assert "type" in msg and "(0,0,0,0)" in msg
 
 

@@ -7,10 +7,11 @@ gives the entry back.
 """
 
 import json
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from . import _core
 from ._arrays import non_negative
+from .errors import SpecError
 
 Layer = _core.Layer
 
@@ -82,4 +83,98 @@ def Parallel(*branches: Member, combine: str = "concat", gate: Optional[Layer] =
     return _core.Layer.parallel(list(branches), combine, gate)
 
 
-__all__ = ["Dense", "Layer", "Parallel", "Residual", "Sequential", "from_spec"]
+def RNN(
+    input_size: int,
+    hidden_size: int,
+    seq_length: int,
+    nonlinearity: str = "tanh",
+    *,
+    return_sequences: bool = True,
+    dtype: str = "float32",
+    seed: int = 0,
+    compat: str = "standard",
+) -> Layer:
+    """An Elman RNN ``h_t = nonlinearity(W_ih x_t + W_hh h_{t-1} + b)``, h_0 = 0.
+
+    Samples are sequences [seq_length, input_size] (a flat [seq_length * input_size] sample
+    also works); the output is every hidden state [seq_length, hidden_size], or with
+    ``return_sequences=False`` the last one [hidden_size]. ``nonlinearity``: "tanh" (default,
+    as PyTorch and the reference engine) or "relu". Parameters (``layer.parameters``): W_ih
+    [hidden, input] and W_hh [hidden, hidden] in ``dtype``, b [hidden] in float32; all start
+    U(±1/sqrt(hidden_size)) from ``seed`` (PyTorch's initialisation).
+    """
+    non_negative(input_size=input_size, hidden_size=hidden_size, seq_length=seq_length)
+    if nonlinearity.lower() not in ("tanh", "relu"):
+        raise SpecError(f"RNN nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    return _build("RNN", seed, compat, input_height=input_size, output_height=hidden_size,
+                  seq_length=seq_length, activation=nonlinearity,
+                  return_sequences=None if return_sequences else False, dtype=dtype)
+
+
+def LSTM(
+    input_size: int,
+    hidden_size: int,
+    seq_length: int,
+    *,
+    return_sequences: bool = True,
+    dtype: str = "float32",
+    seed: int = 0,
+    compat: str = "standard",
+) -> Layer:
+    """A long short-term memory layer (PyTorch's equations), h_0 = c_0 = 0.
+
+    Samples are sequences [seq_length, input_size] (or flat); the output is every hidden state
+    [seq_length, hidden_size], or the last one [hidden_size] with ``return_sequences=False``.
+    Parameters: W_ih [4*hidden, input] and W_hh [4*hidden, hidden] in ``dtype`` with the gate
+    blocks stacked input, forget, cell, output (PyTorch's layout), and one float32 bias
+    [4*hidden] (PyTorch's b_ih + b_hh); all start U(±1/sqrt(hidden_size)) from ``seed``.
+    """
+    non_negative(input_size=input_size, hidden_size=hidden_size, seq_length=seq_length)
+    return _build("LSTM", seed, compat, input_height=input_size, output_height=hidden_size,
+                  seq_length=seq_length, return_sequences=None if return_sequences else False, dtype=dtype)
+
+
+#: Softmax variants by name; the build JSON's ``softmax_type`` integer is the position.
+SOFTMAX_KINDS = ("standard", "grid", "hierarchical", "temperature", "gumbel", "masked", "sparse",
+                 "adaptive", "mixture", "entmax")
+
+
+def Softmax(
+    kind: Union[str, int] = "standard",
+    *,
+    temperature: float = 1.0,
+    rows: int = 0,
+    cols: int = 0,
+    hierarchy_levels: Optional[Sequence[int]] = None,
+    mask: Optional[Sequence[bool]] = None,
+    entmax_alpha: float = 1.5,
+    seed: int = 0,
+) -> Layer:
+    """A softmax-family normalisation (no weights); output shape = input shape.
+
+    Each variant divides the logits by ``temperature`` and normalises every row along the last
+    axis of each sample (never across the batch), except "grid". ``kind`` (name or the build
+    JSON's integer, see ``SOFTMAX_KINDS``):
+
+    - "standard", "temperature": softmax(x / T).
+    - "grid": groups of ``cols`` consecutive values of a sample (or sample_size / ``rows``;
+      with both set the sample must hold rows * cols values); neither set: per row.
+    - "hierarchical": each row in groups of m (the last of ``hierarchy_levels``, else from
+      ``rows``/``cols``): p = softmax over groups of the group means × softmax within the group.
+    - "gumbel": softmax((x + g) / T) with Gumbel noise g drawn fresh on every call from
+      ``seed`` (reproducible: the same seed and call sequence give the same outputs).
+    - "masked": ``mask`` (one bool per row position) False positions get probability 0.
+    - "sparse": sparsemax(x / T) (exact); "entmax": alpha-entmax(x / T), ``entmax_alpha`` in
+      [1, 2] (1 = softmax, 2 = sparsemax).
+    - "adaptive": softmax(x / (T * max(std(x), 1e-6))) per row (scale-invariant).
+    - "mixture": mean of softmax at temperatures T/2, T and 2T.
+    """
+    non_negative(rows=rows, cols=cols, seed=seed)
+    return _build("Softmax", seed, "standard", softmax_type=kind if isinstance(kind, str) else int(kind),
+                  temperature=temperature,
+                  softmax_rows=rows or None, softmax_cols=cols or None,
+                  hierarchy_levels=None if hierarchy_levels is None else [int(v) for v in hierarchy_levels],
+                  mask=None if mask is None else [bool(v) for v in mask], entmax_alpha=entmax_alpha)
+
+
+__all__ = ["Dense", "LSTM", "Layer", "Parallel", "RNN", "Residual", "SOFTMAX_KINDS", "Sequential", "Softmax", "from_spec"]

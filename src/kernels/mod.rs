@@ -5,6 +5,7 @@
 pub mod dense;
 pub mod gemv;
 pub mod simd;
+pub mod softmax;
 
 use crate::error::{Error, Result};
 

@@ -11,6 +11,8 @@ pub mod member;
 pub mod parallel;
 pub mod residual;
 pub mod sequential;
+pub mod recurrent;
+pub mod softmax;
 pub mod spec;
 
 use crate::activation::Activation;
@@ -26,6 +28,8 @@ pub use dense::Dense;
 pub use parallel::Parallel;
 pub use residual::Residual;
 pub use sequential::Sequential;
+pub use recurrent::Recurrent;
+pub use softmax::Softmax;
 
 pub type Param = Arc<RwLock<WeightStore>>;
 
@@ -197,6 +201,8 @@ pub enum Layer {
     Residual(Residual),
     Sequential(Sequential),
     Parallel(Parallel),
+    Recurrent(Recurrent),
+    Softmax(Softmax),
 }
 
 impl Layer {
@@ -206,6 +212,8 @@ impl Layer {
             Layer::Residual(l) => l,
             Layer::Sequential(l) => l,
             Layer::Parallel(l) => l,
+            Layer::Recurrent(l) => l,
+            Layer::Softmax(l) => l,
         }
     }
     pub fn type_name(&self) -> &'static str {

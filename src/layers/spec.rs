@@ -2,7 +2,7 @@
 //! hand so an error names the field and where it is; unknown fields are rejected (typos do not
 //! pass silently). Weights start from a seed (deterministic, unlike the reference's time seed).
 
-use super::{Dense, Layer, Parallel, Residual, Sequential};
+use super::{Dense, Layer, Parallel, Recurrent, Residual, Sequential, Softmax};
 use crate::activation::Activation;
 use crate::codec::Codec;
 use crate::dtype::DType;
@@ -140,6 +140,9 @@ pub fn layer_from_fields(f: &Fields, build: Build) -> Result<Layer> {
         "RESIDUAL" => Layer::Residual(Residual),
         "SEQUENTIAL" => Layer::Sequential(Sequential::from_spec(f, build)?),
         "PARALLEL" => Layer::Parallel(Parallel::from_spec(f, build)?),
+        "RNN" => Layer::Recurrent(Recurrent::from_spec(f, build, false)?),
+        "LSTM" => Layer::Recurrent(Recurrent::from_spec(f, build, true)?),
+        "SOFTMAX" => Layer::Softmax(Softmax::from_spec(f, build)?),
         other => return Err(f.err("type", format!("names an unknown layer type {other:?}"))),
     };
     // Containers morph their children from the children's own entries; a dtype on the
