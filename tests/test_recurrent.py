@@ -298,7 +298,7 @@ def test_wrong_input_shapes_are_shape_errors():
 def test_width_mismatch_inside_a_network_names_the_coordinate():
     spec = json.loads(json.dumps(LOOM_SEQUENCE))
     spec["layers"][1]["input_height"] = 7
-    with pytest.raises(pv.ShapeError, match=r"\(0,0,0,1\) \(RNN\).*input 7.*\[5, 8\]"):
+    with pytest.raises(pv.SpecError, match=r"\(0,0,0,1\) \(RNN\).*input 7.*\[5, 8\]"):
         pv.VolumetricNetwork.from_spec(spec)
 
 

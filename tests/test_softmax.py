@@ -340,7 +340,7 @@ def test_inputs_that_do_not_fit_are_shape_errors(layer, fragment):
 def test_shape_errors_inside_a_network_name_the_coordinate():
     spec = json.loads(json.dumps(LOOM_EXAMPLE))
     spec["layers"][2].update(softmax_type=5, mask=[True, False])
-    with pytest.raises(pv.ShapeError, match=r"\(0,0,0,2\).*mask has 2 positions"):
+    with pytest.raises(pv.SpecError, match=r"\(0,0,0,2\).*mask has 2 positions"):
         pv.VolumetricNetwork.from_spec(spec)
     net = pv.VolumetricNetwork(1, 1, 1, 2)
     net.set_layer(0, 0, 0, 1, pv.layers.Softmax("grid", cols=4))
