@@ -7,7 +7,11 @@
 //! makes of a sample shape in `output_shape`, which is also its input check.
 
 pub mod dense;
+pub mod embedding;
+pub mod kmeans;
+pub mod norm;
 pub mod spec;
+pub mod swiglu;
 
 use crate::activation::Activation;
 use crate::coord::Coord;
@@ -19,6 +23,10 @@ use std::any::Any;
 use std::sync::{Arc, RwLock};
 
 pub use dense::Dense;
+pub use embedding::Embedding;
+pub use kmeans::KMeans;
+pub use norm::Norm;
+pub use swiglu::SwiGlu;
 
 pub type Param = Arc<RwLock<WeightStore>>;
 
@@ -173,12 +181,21 @@ pub trait LayerOps: Send + Sync {
 #[derive(Debug, Clone)]
 pub enum Layer {
     Dense(Dense),
+    SwiGlu(SwiGlu),
+    /// RMSNorm and LayerNorm.
+    Norm(Norm),
+    Embedding(Embedding),
+    KMeans(KMeans),
 }
 
 impl Layer {
     pub fn ops(&self) -> &dyn LayerOps {
         match self {
             Layer::Dense(l) => l,
+            Layer::SwiGlu(l) => l,
+            Layer::Norm(l) => l,
+            Layer::Embedding(l) => l,
+            Layer::KMeans(l) => l,
         }
     }
     pub fn type_name(&self) -> &'static str {

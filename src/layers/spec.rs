@@ -136,6 +136,11 @@ pub fn layer_from_fields(f: &Fields, build: Build) -> Result<Layer> {
     let type_name = f.str("type")?;
     let layer = match type_name.to_ascii_uppercase().as_str() {
         "" | "DENSE" => Layer::Dense(Dense::from_spec(f, build)?),
+        "SWIGLU" => Layer::SwiGlu(super::SwiGlu::from_spec(f, build)?),
+        "RMSNORM" => Layer::Norm(super::Norm::from_spec(f, build, super::norm::NormKind::Rms)?),
+        "LAYERNORM" => Layer::Norm(super::Norm::from_spec(f, build, super::norm::NormKind::Layer)?),
+        "EMBEDDING" => Layer::Embedding(super::Embedding::from_spec(f, build)?),
+        "KMEANS" => Layer::KMeans(super::KMeans::from_spec(f, build)?),
         other => return Err(f.err("type", format!("names an unknown layer type {other:?}"))),
     };
     // Containers morph their children from the children's own entries; a dtype on the
