@@ -21,6 +21,11 @@ impl Rng {
     pub fn uniform(&mut self, bound: f32) -> f32 {
         ((self.next_f64() * 2.0 - 1.0) * bound as f64) as f32
     }
+    /// Standard normal (Box–Muller; one of the pair is used).
+    pub fn normal(&mut self) -> f32 {
+        let radius = (-2.0 * (1.0 - self.next_f64()).ln()).sqrt();
+        (radius * (std::f64::consts::TAU * self.next_f64()).cos()) as f32
+    }
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             let j = (self.next_u64() % (i as u64 + 1)) as usize;

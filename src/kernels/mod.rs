@@ -4,6 +4,7 @@
 
 pub mod dense;
 pub mod gemv;
+pub mod rows;
 pub mod simd;
 pub mod softmax;
 

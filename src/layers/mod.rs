@@ -13,7 +13,11 @@ pub mod residual;
 pub mod sequential;
 pub mod recurrent;
 pub mod softmax;
+pub mod embedding;
+pub mod kmeans;
+pub mod norm;
 pub mod spec;
+pub mod swiglu;
 
 use crate::activation::Activation;
 use crate::coord::Coord;
@@ -30,6 +34,10 @@ pub use residual::Residual;
 pub use sequential::Sequential;
 pub use recurrent::Recurrent;
 pub use softmax::Softmax;
+pub use embedding::Embedding;
+pub use kmeans::KMeans;
+pub use norm::Norm;
+pub use swiglu::SwiGlu;
 
 pub type Param = Arc<RwLock<WeightStore>>;
 
@@ -203,6 +211,11 @@ pub enum Layer {
     Parallel(Parallel),
     Recurrent(Recurrent),
     Softmax(Softmax),
+    SwiGlu(SwiGlu),
+    /// RMSNorm and LayerNorm.
+    Norm(Norm),
+    Embedding(Embedding),
+    KMeans(KMeans),
 }
 
 impl Layer {
@@ -214,6 +227,10 @@ impl Layer {
             Layer::Parallel(l) => l,
             Layer::Recurrent(l) => l,
             Layer::Softmax(l) => l,
+            Layer::SwiGlu(l) => l,
+            Layer::Norm(l) => l,
+            Layer::Embedding(l) => l,
+            Layer::KMeans(l) => l,
         }
     }
     pub fn type_name(&self) -> &'static str {

@@ -143,6 +143,11 @@ pub fn layer_from_fields(f: &Fields, build: Build) -> Result<Layer> {
         "RNN" => Layer::Recurrent(Recurrent::from_spec(f, build, false)?),
         "LSTM" => Layer::Recurrent(Recurrent::from_spec(f, build, true)?),
         "SOFTMAX" => Layer::Softmax(Softmax::from_spec(f, build)?),
+        "SWIGLU" => Layer::SwiGlu(super::SwiGlu::from_spec(f, build)?),
+        "RMSNORM" => Layer::Norm(super::Norm::from_spec(f, build, super::norm::NormKind::Rms)?),
+        "LAYERNORM" => Layer::Norm(super::Norm::from_spec(f, build, super::norm::NormKind::Layer)?),
+        "EMBEDDING" => Layer::Embedding(super::Embedding::from_spec(f, build)?),
+        "KMEANS" => Layer::KMeans(super::KMeans::from_spec(f, build)?),
         other => return Err(f.err("type", format!("names an unknown layer type {other:?}"))),
     };
     // Containers morph their children from the children's own entries; a dtype on the

@@ -1,2 +1,3 @@
-"""Independent plain-NumPy references for polyvtd's tests: the weight codecs (codecs.py) and the
-dense layer maths (dense.py). Nothing here imports polyvtd."""
+"""Independent plain-NumPy references for polyvtd's tests: the weight codecs (codecs.py), the
+layer maths (dense.py, swiglu.py, norm.py, embedding.py, kmeans.py) and finite differences
+(gradcheck.py). Nothing here imports polyvtd."""
