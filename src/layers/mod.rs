@@ -6,6 +6,7 @@
 //! excluded) and the data is `batch × product(shape)` values, row-major. Each layer says what it
 //! makes of a sample shape in `output_shape`, which is also its input check.
 
+pub mod attention;
 pub mod dense;
 pub mod spec;
 
@@ -18,6 +19,7 @@ use serde_json::{Map, Value};
 use std::any::Any;
 use std::sync::{Arc, RwLock};
 
+pub use attention::Attention;
 pub use dense::Dense;
 
 pub type Param = Arc<RwLock<WeightStore>>;
@@ -173,12 +175,14 @@ pub trait LayerOps: Send + Sync {
 #[derive(Debug, Clone)]
 pub enum Layer {
     Dense(Dense),
+    MultiHeadAttention(Attention),
 }
 
 impl Layer {
     pub fn ops(&self) -> &dyn LayerOps {
         match self {
             Layer::Dense(l) => l,
+            Layer::MultiHeadAttention(l) => l,
         }
     }
     pub fn type_name(&self) -> &'static str {
