@@ -10,6 +10,7 @@ __all__ = [
     "__version__",
     "WeightStore",
     "Layer",
+    "KVCache",
     "Network",
     "TrainingResult",
     "gpu_available",
@@ -90,6 +91,18 @@ class Layer:
         self, x: npt.ArrayLike, grad_out: npt.ArrayLike, mode: str = "parallel"
     ) -> tuple[npt.NDArray[np.float32], list[npt.NDArray[np.float32]]]: ...
     def spec_json(self) -> str: ...
+
+@final
+class KVCache:
+    def __new__(cls, layer: Layer, batch: int = 1, max_seq_len: Optional[int] = None) -> KVCache: ...
+    def forward(self, x: npt.ArrayLike, mode: str = "parallel") -> npt.NDArray[np.float32]: ...
+    def reset(self) -> None: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def max_seq_len(self) -> int: ...
+    @property
+    def batch(self) -> int: ...
 
 @final
 class TrainingResult:

@@ -143,6 +143,18 @@ def RMSNorm(
     size: int,
     *,
     epsilon: float = 1e-6,
+def MultiHeadAttention(
+    d_model: int,
+    num_heads: int,
+    num_kv_heads: Optional[int] = None,
+    head_dim: Optional[int] = None,
+    *,
+    rope_freq_base: float = 10000.0,
+    qk_norm: bool = False,
+    epsilon: float = 1e-6,
+    causal: bool = True,
+    bias: bool = True,
+    max_seq_len: int = 2048,
     dtype: str = "float32",
     seed: int = 0,
     compat: str = "standard",
@@ -268,4 +280,31 @@ def KMeans(
                   dtype=dtype)
 
 
-__all__ = ["Dense", "Embedding", "KMeans", "LSTM", "Layer", "LayerNorm", "Parallel", "RMSNorm", "RNN", "Residual", "SOFTMAX_KINDS", "Sequential", "Softmax", "SwiGLU", "from_spec"]
+    """Multi-head self-attention with rotary positions, as in Llama/Qwen-style transformers.
+
+    Samples are [seq, d_model] (a [d_model] sample is one position); the output has the input's
+    shape. Each sample attends within itself: ``Q = x Wq.T + bq`` (K, V likewise), optional
+    per-head RMSNorm of Q and K with learned [head_dim] gains (``qk_norm``, ``epsilon``), RoPE
+    with half-split pairing and base ``rope_freq_base`` at positions 0..seq-1, scaled dot
+    products (causal mask unless ``causal=False``), softmax, ``y = concat(heads) Wo.T + bo``.
+    No activation.
+
+    ``num_kv_heads`` (default ``num_heads``) must divide ``num_heads``: query head h reads KV
+    head ``h // (num_heads // num_kv_heads)`` (grouped-query attention). ``head_dim`` defaults
+    to ``d_model // num_heads``. Weights: wq [H*hd, d], wk and wv [Hkv*hd, d], wo [d, H*hd]
+    (computed in ``dtype``), float32 biases when ``bias`` (default on, as in the reference
+    engine), all U(±1/sqrt(fan_in)) from ``seed``. ``max_seq_len`` is the default capacity of a
+    ``pv.KVCache`` for incremental decoding.
+    """
+    non_negative(d_model=d_model, num_heads=num_heads, max_seq_len=max_seq_len)
+    if num_kv_heads is not None:
+        non_negative(num_kv_heads=num_kv_heads)
+    if head_dim is not None:
+        non_negative(head_dim=head_dim)
+    return _build("MultiHeadAttention", seed, compat, d_model=d_model, num_heads=num_heads,
+                  num_kv_heads=num_kv_heads, head_dim=head_dim, rope_freq_base=float(rope_freq_base),
+                  qk_norm=qk_norm, epsilon=float(epsilon), causal=causal, bias=bias,
+                  max_seq_len=max_seq_len, dtype=dtype)
+
+
+__all__ = ["Dense", "Embedding", "KMeans", "LSTM", "Layer", "LayerNorm", "MultiHeadAttention", "Parallel", "RMSNorm", "RNN", "Residual", "SOFTMAX_KINDS", "Sequential", "Softmax", "SwiGLU", "from_spec"]

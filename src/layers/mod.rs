@@ -6,6 +6,7 @@
 //! excluded) and the data is `batch × product(shape)` values, row-major. Each layer says what it
 //! makes of a sample shape in `output_shape`, which is also its input check.
 
+pub mod attention;
 pub mod dense;
 pub mod member;
 pub mod parallel;
@@ -28,6 +29,7 @@ use serde_json::{Map, Value};
 use std::any::Any;
 use std::sync::{Arc, RwLock};
 
+pub use attention::Attention;
 pub use dense::Dense;
 pub use parallel::Parallel;
 pub use residual::Residual;
@@ -216,6 +218,7 @@ pub enum Layer {
     Norm(Norm),
     Embedding(Embedding),
     KMeans(KMeans),
+    MultiHeadAttention(Attention),
 }
 
 impl Layer {
@@ -231,6 +234,7 @@ impl Layer {
             Layer::Norm(l) => l,
             Layer::Embedding(l) => l,
             Layer::KMeans(l) => l,
+            Layer::MultiHeadAttention(l) => l,
         }
     }
     pub fn type_name(&self) -> &'static str {

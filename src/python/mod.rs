@@ -4,6 +4,7 @@
 mod arrays;
 mod errors;
 mod gpu;
+mod kv_cache;
 mod layer;
 mod network;
 mod weights;
@@ -26,6 +27,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<weights::PyWeightStore>()?;
     m.add_class::<layer::PyLayer>()?;
+    m.add_class::<kv_cache::PyKvCache>()?;
     m.add_class::<network::PyNetwork>()?;
     m.add_class::<network::PyTrainingResult>()?;
     m.add_function(wrap_pyfunction!(gpu::gpu_available, m)?)?;
