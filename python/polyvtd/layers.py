@@ -16,6 +16,8 @@ from .errors import SpecError
 Layer = _core.Layer
 
 
+
+
 def from_spec(spec: dict, *, seed: int = 0, compat: str = "standard") -> Layer:
     """A layer from its build-JSON entry (a dict with the reference's field names)."""
     non_negative(seed=seed)
@@ -90,12 +92,6 @@ def RNN(
     nonlinearity: str = "tanh",
     *,
     return_sequences: bool = True,
-def SwiGLU(
-    d_model: int,
-    hidden_size: int,
-    *,
-    bias: bool = True,
-    activation: str = "silu",
     dtype: str = "float32",
     seed: int = 0,
     compat: str = "standard",
@@ -123,38 +119,6 @@ def LSTM(
     seq_length: int,
     *,
     return_sequences: bool = True,
-    """A gated feed-forward block applied to rows along the last axis (sample shape
-    ``[..., d_model]`` → ``[..., d_model]``)::
-
-        out = W_down @ (act(W_gate @ x + b_gate) * (W_up @ x + b_up)) + b_down
-
-    W_gate, W_up: [hidden_size, d_model]; W_down: [d_model, hidden_size]. ``act`` is SiLU, or
-    ReLU² (BitNet's squared ReLU) with ``activation="relu2"``; any other activation name means
-    SiLU. Biases are on by default (as in the reference engine) and stay float32 when ``dtype``
-    quantises the three matrices. Initialisation: U(±1/sqrt(fan_in)) per projection.
-    ``parameters``: [W_gate, W_up, W_down, (b_gate, b_up, b_down)].
-    """
-    non_negative(d_model=d_model, hidden_size=hidden_size)
-    return _build("SwiGLU", seed, compat, input_height=d_model, output_height=hidden_size,
-                  activation=activation, bias=bias, dtype=dtype)
-
-
-def RMSNorm(
-    size: int,
-    *,
-    epsilon: float = 1e-6,
-def MultiHeadAttention(
-    d_model: int,
-    num_heads: int,
-    num_kv_heads: Optional[int] = None,
-    head_dim: Optional[int] = None,
-    *,
-    rope_freq_base: float = 10000.0,
-    qk_norm: bool = False,
-    epsilon: float = 1e-6,
-    causal: bool = True,
-    bias: bool = True,
-    max_seq_len: int = 2048,
     dtype: str = "float32",
     seed: int = 0,
     compat: str = "standard",
@@ -172,7 +136,6 @@ def MultiHeadAttention(
                   seq_length=seq_length, return_sequences=None if return_sequences else False, dtype=dtype)
 
 
-#: Softmax variants by name; the build JSON's ``softmax_type`` integer is the position.
 SOFTMAX_KINDS = ("standard", "grid", "hierarchical", "temperature", "gumbel", "masked", "sparse",
                  "adaptive", "mixture", "entmax")
 
@@ -215,6 +178,40 @@ def Softmax(
                   mask=None if mask is None else [bool(v) for v in mask], entmax_alpha=entmax_alpha)
 
 
+def SwiGLU(
+    d_model: int,
+    hidden_size: int,
+    *,
+    bias: bool = True,
+    activation: str = "silu",
+    dtype: str = "float32",
+    seed: int = 0,
+    compat: str = "standard",
+) -> Layer:
+    """A gated feed-forward block applied to rows along the last axis (sample shape
+    ``[..., d_model]`` → ``[..., d_model]``)::
+
+        out = W_down @ (act(W_gate @ x + b_gate) * (W_up @ x + b_up)) + b_down
+
+    W_gate, W_up: [hidden_size, d_model]; W_down: [d_model, hidden_size]. ``act`` is SiLU, or
+    ReLU² (BitNet's squared ReLU) with ``activation="relu2"``; any other activation name means
+    SiLU. Biases are on by default (as in the reference engine) and stay float32 when ``dtype``
+    quantises the three matrices. Initialisation: U(±1/sqrt(fan_in)) per projection.
+    ``parameters``: [W_gate, W_up, W_down, (b_gate, b_up, b_down)].
+    """
+    non_negative(d_model=d_model, hidden_size=hidden_size)
+    return _build("SwiGLU", seed, compat, input_height=d_model, output_height=hidden_size,
+                  activation=activation, bias=bias, dtype=dtype)
+
+
+def RMSNorm(
+    size: int,
+    *,
+    epsilon: float = 1e-6,
+    dtype: str = "float32",
+    seed: int = 0,
+    compat: str = "standard",
+) -> Layer:
     """``y = x / sqrt(mean(x**2) + epsilon) * gain`` over the last axis (of length ``size``);
     the sample shape is kept. The gain starts at ones; it is the layer's weight tensor, so
     ``dtype`` quantises it. ``parameters``: [gain]."""
@@ -280,6 +277,22 @@ def KMeans(
                   dtype=dtype)
 
 
+def MultiHeadAttention(
+    d_model: int,
+    num_heads: int,
+    num_kv_heads: Optional[int] = None,
+    head_dim: Optional[int] = None,
+    *,
+    rope_freq_base: float = 10000.0,
+    qk_norm: bool = False,
+    epsilon: float = 1e-6,
+    causal: bool = True,
+    bias: bool = True,
+    max_seq_len: int = 2048,
+    dtype: str = "float32",
+    seed: int = 0,
+    compat: str = "standard",
+) -> Layer:
     """Multi-head self-attention with rotary positions, as in Llama/Qwen-style transformers.
 
     Samples are [seq, d_model] (a [d_model] sample is one position); the output has the input's
@@ -307,4 +320,7 @@ def KMeans(
                   max_seq_len=max_seq_len, dtype=dtype)
 
 
-__all__ = ["Dense", "Embedding", "KMeans", "LSTM", "Layer", "LayerNorm", "MultiHeadAttention", "Parallel", "RMSNorm", "RNN", "Residual", "SOFTMAX_KINDS", "Sequential", "Softmax", "SwiGLU", "from_spec"]
+__all__ = [
+    "Dense", "Embedding", "KMeans", "LSTM", "Layer", "LayerNorm", "MultiHeadAttention", "Parallel",
+    "RMSNorm", "RNN", "Residual", "SOFTMAX_KINDS", "Sequential", "Softmax", "SwiGLU", "from_spec"
+]
