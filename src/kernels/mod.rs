@@ -2,6 +2,7 @@
 //! f64 accumulators, `Tiled` cache-blocked on one core, `Parallel` the same blocks spread over all
 //! cores with rayon (fixed block boundaries, so results do not depend on the thread count).
 
+pub mod conv;
 pub mod dense;
 pub mod gemv;
 pub mod simd;

@@ -6,6 +6,8 @@
 //! excluded) and the data is `batch × product(shape)` values, row-major. Each layer says what it
 //! makes of a sample shape in `output_shape`, which is also its input check.
 
+pub mod conv;
+pub mod conv_transposed;
 pub mod dense;
 pub mod spec;
 
@@ -18,6 +20,7 @@ use serde_json::{Map, Value};
 use std::any::Any;
 use std::sync::{Arc, RwLock};
 
+pub use conv::Conv;
 pub use dense::Dense;
 
 pub type Param = Arc<RwLock<WeightStore>>;
@@ -173,12 +176,15 @@ pub trait LayerOps: Send + Sync {
 #[derive(Debug, Clone)]
 pub enum Layer {
     Dense(Dense),
+    /// CNN1/2/3 and ConvTransposed1D/2D/3D.
+    Conv(Conv),
 }
 
 impl Layer {
     pub fn ops(&self) -> &dyn LayerOps {
         match self {
             Layer::Dense(l) => l,
+            Layer::Conv(l) => l,
         }
     }
     pub fn type_name(&self) -> &'static str {

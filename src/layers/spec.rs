@@ -2,7 +2,7 @@
 //! hand so an error names the field and where it is; unknown fields are rejected (typos do not
 //! pass silently). Weights start from a seed (deterministic, unlike the reference's time seed).
 
-use super::{Dense, Layer};
+use super::{conv, Conv, Dense, Layer};
 use crate::activation::Activation;
 use crate::codec::Codec;
 use crate::dtype::DType;
@@ -136,6 +136,7 @@ pub fn layer_from_fields(f: &Fields, build: Build) -> Result<Layer> {
     let type_name = f.str("type")?;
     let layer = match type_name.to_ascii_uppercase().as_str() {
         "" | "DENSE" => Layer::Dense(Dense::from_spec(f, build)?),
+        upper if conv::kind_of(upper).is_some() => Layer::Conv(Conv::from_spec(f, build)?),
         other => return Err(f.err("type", format!("names an unknown layer type {other:?}"))),
     };
     // Containers morph their children from the children's own entries; a dtype on the
