@@ -7,6 +7,8 @@
 //! makes of a sample shape in `output_shape`, which is also its input check.
 
 pub mod attention;
+pub mod conv;
+pub mod conv_transposed;
 pub mod dense;
 pub mod member;
 pub mod parallel;
@@ -30,6 +32,7 @@ use std::any::Any;
 use std::sync::{Arc, RwLock};
 
 pub use attention::Attention;
+pub use conv::Conv;
 pub use dense::Dense;
 pub use parallel::Parallel;
 pub use residual::Residual;
@@ -219,6 +222,8 @@ pub enum Layer {
     Embedding(Embedding),
     KMeans(KMeans),
     MultiHeadAttention(Attention),
+    /// CNN1/2/3 and ConvTransposed1D/2D/3D.
+    Conv(Conv),
 }
 
 impl Layer {
@@ -235,6 +240,7 @@ impl Layer {
             Layer::Embedding(l) => l,
             Layer::KMeans(l) => l,
             Layer::MultiHeadAttention(l) => l,
+            Layer::Conv(l) => l,
         }
     }
     pub fn type_name(&self) -> &'static str {

@@ -2,7 +2,7 @@
 //! hand so an error names the field and where it is; unknown fields are rejected (typos do not
 //! pass silently). Weights start from a seed (deterministic, unlike the reference's time seed).
 
-use super::{Attention, Dense, Layer, Parallel, Recurrent, Residual, Sequential, Softmax};
+use super::{Attention, Conv, Dense, Layer, Parallel, Recurrent, Residual, Sequential, Softmax, conv};
 use crate::activation::Activation;
 use crate::codec::Codec;
 use crate::dtype::DType;
@@ -149,6 +149,7 @@ pub fn layer_from_fields(f: &Fields, build: Build) -> Result<Layer> {
         "EMBEDDING" => Layer::Embedding(super::Embedding::from_spec(f, build)?),
         "KMEANS" => Layer::KMeans(super::KMeans::from_spec(f, build)?),
         "MULTIHEADATTENTION" | "MHA" | "ATTENTION" => Layer::MultiHeadAttention(Attention::from_spec(f, build)?),
+        upper if conv::kind_of(upper).is_some() => Layer::Conv(Conv::from_spec(f, build)?),
         other => return Err(f.err("type", format!("names an unknown layer type {other:?}"))),
     };
     // Containers morph their children from the children's own entries; a dtype on the

@@ -109,11 +109,13 @@ impl PyLayer {
     fn weights(&self) -> Option<PyWeightStore> {
         self.inner.morphable().into_iter().next().map(PyWeightStore::wrap)
     }
-    /// The Dense bias, if it has one.
+    /// The Dense or convolution bias, if it has one.
     #[getter]
     fn bias(&self) -> Option<PyWeightStore> {
         match &*self.inner {
             Layer::Dense(d) => d.bias.clone().map(PyWeightStore::wrap),
+            Layer::Conv(c) => c.bias.clone().map(PyWeightStore::wrap),
+            // Families without one bias tensor (the allow covers builds where none exist yet).
             _ => None,
         }
     }
