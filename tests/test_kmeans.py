@@ -146,7 +146,7 @@ def test_bad_specs_and_inputs():
     spec = {"depth": 1, "rows": 1, "cols": 1, "layers_per_cell": 2, "layers": [
         {"l": 0, "type": "dense", "input_height": 3, "output_height": 5},
         {"l": 1, "type": "kmeans", "input_height": 4, "num_clusters": 2}]}
-    with pytest.raises(pv.ShapeError, match=r"\(0,0,0,1\).*KMeans"):
+    with pytest.raises(pv.SpecError, match=r"\(0,0,0,1\).*KMeans"):
         pv.VolumetricNetwork.from_spec(spec)
 
 

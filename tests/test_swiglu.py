@@ -139,7 +139,7 @@ def test_bad_specs_and_inputs():
     spec = {"depth": 1, "rows": 1, "cols": 1, "layers_per_cell": 2, "layers": [
         {"l": 0, "type": "dense", "input_height": 3, "output_height": 5},
         {"l": 1, "type": "swiglu", "input_height": 4, "output_height": 8}]}
-    with pytest.raises(pv.ShapeError, match=r"\(0,0,0,1\).*SwiGLU"):
+    with pytest.raises(pv.SpecError, match=r"\(0,0,0,1\).*SwiGLU"):
         pv.VolumetricNetwork.from_spec(spec)
 
 
