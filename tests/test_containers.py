@@ -177,6 +177,28 @@ def test_parallel_filter_gate_weights_branches_per_sample_and_trains():
     check_gradients(grid(layer), x, ref)
 
 
+def test_filter_gate_per_token_is_a_token_level_mixture_of_experts():
+    experts = [pv.layers.Dense(4, 4, "gelu", seed=s) for s in (1, 2)]
+    gate = pv.layers.Dense(4, 2, seed=3)
+    layer = pv.layers.Parallel(*experts, combine="filter", gate=gate)
+    x = data(2, 5, 4)  # [batch, tokens, d]: the gate gives one row of logits per token
+
+    def ref(x, w):
+        logits = dense(w[2])(x)
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        return sum(p[..., i:i + 1] * dense(w[i], "gelu")(x) for i in range(2))
+
+    weights = [w64(e) for e in experts] + [w64(gate)]
+    assert norm_rel_err(layer.forward(x), ref(x.astype(np.float64), weights)) < 1e-6
+    check_gradients(grid(layer), x, ref)
+
+
+def test_layer_without_a_gpu_kernel_refuses_device_gpu():
+    with pytest.raises(pv.InputError, match="RMSNorm has no GPU kernel"):
+        pv.layers.RMSNorm(4).forward(data(2, 4), device="gpu")
+
+
 def test_mismatched_branch_widths_for_add_name_coordinate_and_branches():
     spec = {"depth": 1, "rows": 1, "cols": 1, "layers_per_cell": 1, "layers": [
         {"type": "parallel", "combine_mode": "add", "parallel_branches": [

@@ -1,7 +1,9 @@
 //! Parallel: every branch gets the same input; outputs are combined per sample (network.md
 //! §5.1) by `add`, `avg`, `concat`, `grid_scatter` (the concatenation viewed as
 //! [branches, …branch shape]) or `filter` (a gate layer's softmax over the branches weights them,
-//! per sample). Backward goes through every branch and, for `filter`, through the gate too.
+//! per sample — or per row when the gate gives each sample several rows of logits, e.g. one per
+//! token: a token-level mixture of experts). Backward goes through every branch and, for
+//! `filter`, through the gate too.
 
 use super::member::{in_member, nested, Member};
 use super::sequential::add_into;
@@ -53,7 +55,7 @@ pub struct Parallel {
 }
 
 /// What the training forward keeps: each branch's layer and record, the gate's record and the
-/// gate probabilities [batch × branches].
+/// gate probabilities [gated rows × branches].
 struct Runs {
     branches: Vec<(Arc<Layer>, Saved)>,
     gate: Option<(Saved, Vec<f32>)>,
@@ -114,15 +116,22 @@ impl Parallel {
         }
     }
 
-    /// Softmax over the gate's logits, per sample.
-    fn gate_probabilities(&self, logits: &[f32], batch: usize) -> Result<Vec<f32>> {
-        let n = self.branches.len();
-        if logits.len() != batch * n {
+    /// Check that the gate gives each sample R rows of one logit per branch and that each
+    /// branch output splits into R equal rows.
+    fn check_gate(&self, gate_shape: &[usize], branch_size: usize) -> Result<()> {
+        let (n, logits) = (self.branches.len(), gate_shape.iter().product::<usize>());
+        if logits == 0 || logits % n != 0 || branch_size % (logits / n) != 0 {
             return Err(Error::Shape(format!(
-                "the filter gate must output one logit per branch ({n} per sample), got {} per sample",
-                logits.len() / batch.max(1)
+                "the filter gate must output one logit per branch ({n} per sample, or per row of the branch outputs), \
+                 its output sample shape is {gate_shape:?} and the branches give {branch_size} values per sample"
             )));
         }
+        Ok(())
+    }
+
+    /// Softmax over each row of `n` gate logits.
+    fn gate_probabilities(&self, logits: &[f32]) -> Vec<f32> {
+        let n = self.branches.len();
         let mut p = logits.to_vec();
         for row in p.chunks_exact_mut(n) {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
@@ -133,7 +142,7 @@ impl Parallel {
             }
             row.iter_mut().for_each(|v| *v = (*v as f64 / sum) as f32);
         }
-        Ok(p)
+        p
     }
 
     /// Combine branch outputs (each `batch × size_i`) into the container's output.
@@ -163,10 +172,11 @@ impl Parallel {
             }
             Combine::Filter => {
                 let p = gate.expect("filter runs with gate probabilities");
-                let size = outs[0].len() / batch;
+                let rows = p.len() / n;
+                let size = outs[0].len() / rows;
                 let mut y = vec![0f32; outs[0].len()];
                 for (i, o) in outs.iter().enumerate() {
-                    for b in 0..batch {
+                    for b in 0..rows {
                         let w = p[b * n + i];
                         y[b * size..(b + 1) * size].iter_mut().zip(&o[b * size..(b + 1) * size]).for_each(|(a, &v)| *a += w * v);
                     }
@@ -188,7 +198,9 @@ impl Parallel {
             Combine::Avg => grad_out.iter().map(|g| g / n as f32).collect(),
             Combine::Filter => {
                 let p = gate.expect("filter runs with gate probabilities");
-                (0..batch).flat_map(|b| grad_out[b * size..(b + 1) * size].iter().map(move |&g| g * p[b * n + i])).collect()
+                let rows = p.len() / n;
+                let size = grad_out.len() / rows;
+                (0..rows).flat_map(|b| grad_out[b * size..(b + 1) * size].iter().map(move |&g| g * p[b * n + i])).collect()
             }
         }
     }
@@ -205,12 +217,7 @@ impl LayerOps for Parallel {
         let shapes = self.branch_shapes(input, links)?;
         if let Some(gate) = &self.gate {
             let gate_shape = gate.output_shape_in(input, links).map_err(|e| Error::Shape(format!("gate: {e}")))?;
-            if gate_shape.iter().product::<usize>() != self.branches.len() {
-                return Err(Error::Shape(format!(
-                    "the filter gate must output one logit per branch ({} per sample), its output sample shape is {gate_shape:?}",
-                    self.branches.len()
-                )));
-            }
+            self.check_gate(&gate_shape, shapes[0].iter().product())?;
         }
         self.combined_shape(&shapes)
     }
@@ -248,7 +255,8 @@ impl LayerOps for Parallel {
         let gate = match &self.gate {
             Some(g) => {
                 let saved = g.forward_train(input, &inner).map_err(|e| Error::Shape(format!("gate: {e}")))?;
-                let p = self.gate_probabilities(&saved.post, x.batch)?;
+                self.check_gate(&saved.shape, shapes[0].iter().product())?;
+                let p = self.gate_probabilities(&saved.post);
                 Some((saved, p))
             }
             None => None,
@@ -275,10 +283,12 @@ impl LayerOps for Parallel {
             }
         }
         if let (Some(gate), Some((gate_saved, p))) = (&self.gate, &runs.gate) {
-            // d(logit) = p ⊙ (dp − Σ p·dp), with dp_i = ⟨grad_out_b, branch_i(x)_b⟩ per sample.
-            let (n, size) = (self.branches.len(), sizes[0]);
-            let mut dlogits = vec![0f32; x.batch * n];
-            for b in 0..x.batch {
+            // d(logit) = p ⊙ (dp − Σ p·dp), with dp_i = ⟨grad_out_r, branch_i(x)_r⟩ per gated row r.
+            let n = self.branches.len();
+            let rows = p.len() / n;
+            let size = grad_out.len() / rows;
+            let mut dlogits = vec![0f32; rows * n];
+            for b in 0..rows {
                 let dy = &grad_out[b * size..(b + 1) * size];
                 let dp: Vec<f64> = runs
                     .branches

@@ -4,12 +4,13 @@ finite-difference gradient helper."""
 
 import numpy as np
 
-from reference.dense import dense_forward
+from reference.dense import activate
 
 
 def dense(w, activation="linear", b=None):
-    """A Dense stage as a function of x (W [out, in], float64)."""
-    return lambda x: dense_forward(x, w, b, activation)
+    """A Dense stage as a function of x (W [out, in], float64), applied along the last axis."""
+    w = np.asarray(w, np.float64)
+    return lambda x: activate(activation, np.asarray(x, np.float64) @ w.T + (0 if b is None else b))
 
 
 def sequential(x, stages):
