@@ -11,6 +11,8 @@ import polyvtd as pv
 from reference import codecs as ref_codecs
 from reference.attention import PARAM_ORDER, Config, attention_backward, attention_forward
 from reference.dense import norm_rel_err, rel_err
+from reference.gradcheck import central_difference
+from reference.schedules import assert_schedules_agree
 
 DTYPES = ref_codecs.DTYPES
 MODES = ["normal", "tiled", "parallel"]
@@ -114,33 +116,10 @@ def test_schedules_agree_and_tiled_equals_parallel_bitwise(dtype):
     # blocks per head (the second partial).
     layer = pv.layers.MultiHeadAttention(64, 4, 2, qk_norm=True, dtype=dtype, seed=9)
     x, g = inputs(4, 96, 64, seed=10), inputs(4, 96, 64, seed=11)
-    ys = {m: layer.forward(x, mode=m) for m in MODES}
-    bs = {m: layer.backward(x, g, mode=m) for m in MODES}
-    for m in ("tiled", "parallel"):
-        assert norm_rel_err(ys[m], ys["normal"]) <= 1e-6
-        assert norm_rel_err(bs[m][0], bs["normal"][0]) <= 1e-6
-        for got, expected in zip(bs[m][1], bs["normal"][1]):
-            assert norm_rel_err(got, expected) <= 1e-6
-    np.testing.assert_array_equal(ys["tiled"], ys["parallel"])
-    np.testing.assert_array_equal(bs["tiled"][0], bs["parallel"][0])
-    for a, b in zip(bs["tiled"][1], bs["parallel"][1]):
-        np.testing.assert_array_equal(a, b)
+    assert_schedules_agree(layer, x, g)
 
 
 # ---- finite differences -----------------------------------------------------------------------------
-
-def central_difference(f, v, h=1e-6):
-    grad = np.zeros_like(v)
-    flat, out = v.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        keep = flat[i]
-        flat[i] = keep + h
-        up = f()
-        flat[i] = keep - h
-        down = f()
-        flat[i] = keep
-        out[i] = (up - down) / (2 * h)
-    return grad
 
 
 @pytest.mark.parametrize("case", ["gqa+qk_norm", "head_dim given, no bias", "odd head_dim"])

@@ -11,6 +11,8 @@ import polyvtd as pv
 from reference import codecs as ref_codecs
 from reference.conv import conv_backward, conv_forward, transposed_backward, transposed_forward
 from reference.dense import JSON_NAMES, dense_forward, norm_rel_err, rel_err
+from reference.gradcheck import central_difference
+from reference.schedules import assert_schedules_agree
 
 DTYPES = ref_codecs.DTYPES
 MODES = ["normal", "tiled", "parallel"]
@@ -158,34 +160,10 @@ def test_schedules_agree_and_tiled_equals_parallel_bitwise(name, dtype):
         layer = make(name, "silu", bias=True, dtype=dtype, seed=3)
         x = sample_input(name, batch=5, seed=4)
     g = inputs(layer.forward(x).shape, seed=5)
-    ys = {m: layer.forward(x, mode=m) for m in MODES}
-    bs = {m: layer.backward(x, g, mode=m) for m in MODES}
-    for m in ("tiled", "parallel"):
-        assert norm_rel_err(ys[m], ys["normal"]) <= 1e-6
-        assert norm_rel_err(bs[m][0], bs["normal"][0]) <= 1e-6
-        for got, expected in zip(bs[m][1], bs["normal"][1]):
-            assert norm_rel_err(got, expected) <= 1e-6
-    np.testing.assert_array_equal(ys["tiled"], ys["parallel"])
-    np.testing.assert_array_equal(bs["tiled"][0], bs["parallel"][0])
-    for a, b in zip(bs["tiled"][1], bs["parallel"][1]):
-        np.testing.assert_array_equal(a, b)
+    assert_schedules_agree(layer, x, g)
 
 
 # ---- finite differences ---------------------------------------------------------------------------
-
-def central_difference(f, v, h):
-    """∂f/∂v for every element of v (float64), by central differences."""
-    grad = np.zeros_like(v, dtype=np.float64)
-    flat, out = v.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        keep = flat[i]
-        flat[i] = keep + h
-        up = f()
-        flat[i] = keep - h
-        down = f()
-        flat[i] = keep
-        out[i] = (up - down) / (2 * h)
-    return grad
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -7,7 +7,9 @@ import pytest
 
 import polyvtd as pv
 from reference import codecs as ref_codecs
-from reference.dense import ACTIVATIONS, JSON_NAMES, dense_backward, dense_forward, norm_rel_err, rel_err
+from reference.dense import ACTIVATIONS, JSON_NAMES, dense_backward, dense_forward, rel_err
+from reference.gradcheck import central_difference
+from reference.schedules import assert_schedules_agree
 
 DTYPES = ref_codecs.DTYPES
 MODES = ["normal", "tiled", "parallel"]
@@ -106,18 +108,7 @@ def test_schedules_agree_and_tiled_equals_parallel_bitwise(dtype):
     # cancel can differ more between f32 (tiled/parallel) and f64 (normal) accumulation.
     layer = pv.layers.Dense(512, 300, "silu", bias=True, dtype=dtype, seed=9)
     x, g = inputs(16, 512, seed=1), inputs(16, 300, seed=2)
-    ys = {m: layer.forward(x, mode=m) for m in MODES}
-    bs = {m: layer.backward(x, g, mode=m) for m in MODES}
-    for m in ("tiled", "parallel"):
-        assert norm_rel_err(ys[m], ys["normal"]) <= 1e-6
-        assert norm_rel_err(bs[m][0], bs["normal"][0]) <= 1e-6
-        for got, expected in zip(bs[m][1], bs["normal"][1]):
-            assert norm_rel_err(got, expected) <= 1e-6
-    # compat.md: tiled and parallel are bitwise identical for any thread count
-    np.testing.assert_array_equal(ys["tiled"], ys["parallel"])
-    np.testing.assert_array_equal(bs["tiled"][0], bs["parallel"][0])
-    for a, b in zip(bs["tiled"][1], bs["parallel"][1]):
-        np.testing.assert_array_equal(a, b)
+    assert_schedules_agree(layer, x, g)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -139,21 +130,6 @@ def test_repeated_runs_are_bitwise_identical(dtype, mode):
 
 def numpy_loss(x, w, b, g, activation):
     return float(np.sum(dense_forward(x, w, b, activation) * g))
-
-
-def central_difference(f, v, h):
-    """∂f/∂v for every element of v (float64), by central differences."""
-    grad = np.zeros_like(v, dtype=np.float64)
-    flat, out = v.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        keep = flat[i]
-        flat[i] = keep + h
-        up = f()
-        flat[i] = keep - h
-        down = f()
-        flat[i] = keep
-        out[i] = (up - down) / (2 * h)
-    return grad
 
 
 @pytest.mark.parametrize("activation", ["tanh", "silu", "gelu", "gelu_exact", "sigmoid", "relu2"])

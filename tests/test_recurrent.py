@@ -12,6 +12,7 @@ import polyvtd as pv
 from reference import codecs as ref_codecs
 from reference.dense import norm_rel_err, rel_err
 from reference.recurrent import lstm_backward, lstm_forward, rnn_backward, rnn_forward
+from reference.gradcheck import central_difference
 
 DTYPES = ref_codecs.DTYPES
 MODES = ["normal", "tiled", "parallel"]
@@ -42,21 +43,6 @@ def reference_forward(cell, x, params):
 
 def reference_backward(cell, x, params, g):
     return lstm_backward(x, *params, g) if cell == "lstm" else rnn_backward(x, *params, g, cell.split("_")[1])
-
-
-def central_difference(f, v, h=1e-6):
-    """∂f/∂v for every element of v (float64), by central differences."""
-    grad = np.zeros_like(v, dtype=np.float64)
-    flat, out = v.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        keep = flat[i]
-        flat[i] = keep + h
-        up = f()
-        flat[i] = keep - h
-        down = f()
-        flat[i] = keep
-        out[i] = (up - down) / (2 * h)
-    return grad
 
 
 # ---- forward and backward against the reference ---------------------------------------------------

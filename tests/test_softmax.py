@@ -10,6 +10,7 @@ import pytest
 import polyvtd as pv
 from reference.dense import rel_err
 from reference.softmax import KINDS, Variant, entmax
+from reference.gradcheck import central_difference
 
 MODES = ["normal", "tiled", "parallel"]
 MASK12 = [True, False, True, True, False, True, True, True, False, True, True, True]
@@ -73,20 +74,6 @@ def test_backward_matches_numpy(case, mode):
     dx, grads = build(case).backward(x, g, mode=mode)
     assert grads == [] and dx.shape == x.shape
     assert rel_err(dx, reference(case).backward(x, g)) <= 1e-5
-
-
-def central_difference(f, v, h=1e-6):
-    grad = np.zeros_like(v, dtype=np.float64)
-    flat, out = v.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        keep = flat[i]
-        flat[i] = keep + h
-        up = f()
-        flat[i] = keep - h
-        down = f()
-        flat[i] = keep
-        out[i] = (up - down) / (2 * h)
-    return grad
 
 
 @pytest.mark.parametrize("case", VARIANTS)

@@ -54,7 +54,6 @@ def _conv(x, w, stride, pad):
 def _conv_transposed(x, w, stride, pad):
     """Scatter form, one matmul per kernel tap. x [B, C, *S], w [F, C, *K] (the reference's
     filter-major layout)."""
-    n = w.ndim - 2
     k, s_in = w.shape[2:], x.shape[2:]
     full = tuple((i - 1) * stride + kk for i, kk in zip(s_in, k))
     y = np.zeros((x.shape[0], w.shape[0]) + full, np.float32)

@@ -1,6 +1,5 @@
 """Plain NumPy float64 references for the grid's routing and containers (network.md §4–5, with
-the correct math: per-sample filter gate, residual skips, remote links), plus a central
-finite-difference gradient helper."""
+the correct math: per-sample filter gate, residual skips, remote links)."""
 
 import numpy as np
 
@@ -47,18 +46,3 @@ def parallel(x, branches, combine, gate=None):
         p = softmax_rows(gate(x).reshape(batch, -1))
         return sum(p[:, i].reshape((batch,) + (1,) * (o.ndim - 1)) * o for i, o in enumerate(outs))
     raise ValueError(combine)
-
-
-def numeric_grad(f, arr, eps=1e-6):
-    """d f() / d arr by central differences; `f` reads `arr` (modified in place, restored)."""
-    grad = np.zeros_like(arr, dtype=np.float64)
-    flat, gflat = arr.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        keep = flat[i]
-        flat[i] = keep + eps
-        up = f()
-        flat[i] = keep - eps
-        down = f()
-        flat[i] = keep
-        gflat[i] = (up - down) / (2 * eps)
-    return grad
