@@ -182,7 +182,7 @@ def cases(scale: float = 1.0) -> list:
              lambda x, p: p[0][x.astype(np.int64)], ids=s(32000)),
         Case("KMeans", {"type": "kmeans", "input_height": d // 4, "num_clusters": 32}, (16 * batch, d // 4), _kmeans),
         Case("Softmax", {"type": "softmax", "softmax_type": 0}, (batch, seq, 2 * d), lambda x, p: _softmax(x)),
-        Case("Residual", {"type": "residual"}, (4 * batch, 2 * d), lambda x, p: x),
+        Case("Residual", {"type": "residual"}, (4 * batch, 2 * d), lambda x, p: x.copy()),
     ]
 
 
