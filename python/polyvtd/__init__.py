@@ -1,7 +1,7 @@
 """polyvtd: a volumetric neural engine — 3-D grids of layers whose weights live in any of 21
 dtypes and are computed from their packed form, on the CPU (three schedules) or a GPU (wgpu)."""
 
-from . import _core, layers
+from . import _core, layers, models
 from ._core import KVCache, Layer, TrainingResult, WeightStore, dtypes, gpu_available, gpu_info, simd_level
 from . import errors
 from .errors import *  # noqa: F403  (the exception classes; listed in errors.__all__)
@@ -16,6 +16,7 @@ __all__ = [
     "KVCache",
     "TrainingResult",
     "layers",
+    "models",
     "dtypes",
     "gpu_available",
     "gpu_info",
