@@ -22,6 +22,11 @@ class InputError(PolyError, ValueError):
     """A value is out of its domain: NaN inputs, an empty batch, a negative epoch count..."""
 
 
+class ModelLoadError(PolyError, OSError, ValueError):
+    """A model checkpoint cannot be loaded: a missing or truncated file, an unknown architecture,
+    a missing or mis-shaped tensor (the message names the path, field or tensor)."""
+
+
 class GpuError(PolyError, RuntimeError):
     """A GPU operation failed (device lost, out of memory, validation error)."""
 
@@ -36,6 +41,7 @@ __all__ = [
     "SpecError",
     "DTypeError",
     "InputError",
+    "ModelLoadError",
     "GpuError",
     "GpuUnavailableError",
 ]
