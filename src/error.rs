@@ -23,6 +23,10 @@ pub enum Error {
     /// A GPU operation failed after the device was obtained.
     #[error("{0}")]
     Gpu(String),
+    /// A model checkpoint cannot be loaded: missing or truncated file, unknown architecture,
+    /// missing or mis-shaped tensor (names the path, field or tensor).
+    #[error("{0}")]
+    ModelLoad(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

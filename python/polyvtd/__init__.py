@@ -6,11 +6,13 @@ from ._core import KVCache, Layer, TrainingResult, WeightStore, dtypes, gpu_avai
 from . import errors
 from .errors import *  # noqa: F403  (the exception classes; listed in errors.__all__)
 from .network import VolumetricNetwork
+from .transformer import Transformer
 
 __version__ = _core.__version__
 
 __all__ = [
     "VolumetricNetwork",
+    "Transformer",
     "WeightStore",
     "Layer",
     "KVCache",

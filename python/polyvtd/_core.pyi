@@ -1,5 +1,6 @@
 """Type stubs for the native module polyvtd._core (hand-written; checked by mypy.stubtest)."""
 
+import os
 from typing import Any, Callable, Optional, Sequence, Union, final
 
 import numpy as np
@@ -13,6 +14,7 @@ __all__ = [
     "KVCache",
     "Network",
     "TrainingResult",
+    "Transformer",
     "gpu_available",
     "gpu_info",
     "dtypes",
@@ -172,3 +174,25 @@ class Network:
         shuffle: bool,
         on_epoch: Callable[[int, float, float], Any],
     ) -> TrainingResult: ...
+
+@final
+class Transformer:
+    @staticmethod
+    def from_hf_dir(path: Union[str, os.PathLike[str]], dtype: Optional[str] = None) -> Transformer: ...
+    def logits(self, ids: Sequence[int]) -> npt.NDArray[np.float32]: ...
+    def generate_ids(
+        self,
+        ids: Sequence[int],
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        repetition_penalty: float = 1.0,
+        repetition_window: int = 64,
+        seed: int = 0,
+        stop_ids: Optional[Sequence[int]] = None,
+    ) -> list[int]: ...
+    @property
+    def network(self) -> Network: ...
+    def config_json(self) -> str: ...

@@ -328,3 +328,11 @@ impl PyNetwork {
         })
     }
 }
+
+impl PyNetwork {
+    /// A Python handle on `net` (its layers, and so their weights, stay shared with whoever
+    /// else holds them, e.g. a Transformer).
+    pub fn wrap(net: VolumetricNetwork) -> PyNetwork {
+        PyNetwork { inner: RwLock::new(net) }
+    }
+}
