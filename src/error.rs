@@ -23,6 +23,9 @@ pub enum Error {
     /// A GPU operation failed after the device was obtained.
     #[error("{0}")]
     Gpu(String),
+    /// A model file cannot be read or is malformed (names the path and the byte offset).
+    #[error("{0}")]
+    ModelLoad(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
