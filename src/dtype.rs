@@ -1,10 +1,11 @@
-//! DType: the 21 weight types, their JSON names and aliases (reference numerics.md §1), bit widths
-//! and integer code ranges.
+//! DType: the reference's 21 weight types (their JSON names and aliases, reference numerics.md §1),
+//! GGML's three 32-value block formats beside them, bit widths and integer code ranges.
 
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
+#[allow(non_camel_case_types)] // Q4_0, Q4_1, Q8_0: GGML's own names
 pub enum DType {
     Float64 = 0,
     Float32 = 1,
@@ -27,6 +28,10 @@ pub enum DType {
     Uint2 = 18,
     Ternary = 19,
     Binary = 20,
+    /// GGML block formats (codec/ggml_blocks.rs): not in the reference, so not in `ALL`.
+    Q4_0 = 21,
+    Q4_1 = 22,
+    Q8_0 = 23,
 }
 
 use DType::*;
@@ -44,13 +49,19 @@ pub enum Family {
     Unsigned,
     /// One bit per weight: ±scale.
     Binary,
+    /// GGML 32-value blocks, each with its own f16 scale (and minimum): no per-tensor scale.
+    Block,
 }
 
 impl DType {
+    /// The reference's dtypes: every shape, both code books, the reference's checkpoints.
     pub const ALL: [DType; 21] = [
         Float64, Float32, Float16, BFloat16, Fp8E4M3, Fp8E5M2, Int64, Int32, Int16, Int8, Uint64,
         Uint32, Uint16, Uint8, Int4, Uint4, Fp4, Int2, Uint2, Ternary, Binary,
     ];
+
+    /// GGML's block formats: rows must be whole blocks, standard (GGML) code book only.
+    pub const BLOCKS: [DType; 3] = [Q4_0, Q4_1, Q8_0];
 
     /// The name the reference writes in JSON.
     pub fn name(self) -> &'static str {
@@ -76,6 +87,9 @@ impl DType {
             Uint2 => "uint2",
             Ternary => "ternary",
             Binary => "binary",
+            Q4_0 => "q4_0",
+            Q4_1 => "q4_1",
+            Q8_0 => "q8_0",
         }
     }
 
@@ -105,8 +119,11 @@ impl DType {
             "UINT2" => Uint2,
             "TERNARY" => Ternary,
             "BINARY" => Binary,
+            "Q4_0" => Q4_0,
+            "Q4_1" => Q4_1,
+            "Q8_0" => Q8_0,
             _ => {
-                let known: Vec<&str> = DType::ALL.iter().map(|d| d.name()).collect();
+                let known: Vec<&str> = DType::ALL.iter().chain(&DType::BLOCKS).map(|d| d.name()).collect();
                 return Err(Error::DType(format!(
                     "unknown dtype {name:?}; expected one of {}",
                     known.join(", ")
@@ -117,17 +134,35 @@ impl DType {
     }
 
     pub fn from_index(index: u8) -> Option<DType> {
-        DType::ALL.get(index as usize).copied()
+        DType::ALL.iter().chain(&DType::BLOCKS).find(|d| **d as u8 == index).copied()
     }
 
-    /// Storage bits per weight (reference DTypeBits).
+    pub fn is_block(self) -> bool {
+        self.family() == Family::Block
+    }
+
+    /// Values per GGML block (the row length must be a multiple of it).
+    pub const BLOCK_VALUES: usize = 32;
+
+    /// Bytes of one 32-value block: f16 scale (+ f16 minimum) + the codes.
+    pub fn block_bytes(self) -> Option<usize> {
+        match self {
+            Q4_0 => Some(2 + 16),
+            Q4_1 => Some(2 + 2 + 16),
+            Q8_0 => Some(2 + 32),
+            _ => None,
+        }
+    }
+
+    /// Storage bits per weight (reference DTypeBits); for block formats the width of one code
+    /// (the per-block scales come on top, see `packed_bytes`).
     pub fn bits(self) -> usize {
         match self {
             Float64 | Int64 | Uint64 => 64,
             Float32 | Int32 | Uint32 => 32,
             Float16 | BFloat16 | Int16 | Uint16 => 16,
-            Fp8E4M3 | Fp8E5M2 | Int8 | Uint8 => 8,
-            Int4 | Uint4 | Fp4 => 4,
+            Fp8E4M3 | Fp8E5M2 | Int8 | Uint8 | Q8_0 => 8,
+            Int4 | Uint4 | Fp4 | Q4_0 | Q4_1 => 4,
             Int2 | Uint2 | Ternary => 2,
             Binary => 1,
         }
@@ -140,12 +175,17 @@ impl DType {
             Int64 | Int32 | Int16 | Int8 | Int4 | Int2 | Ternary => Family::Signed,
             Uint64 | Uint32 | Uint16 | Uint8 | Uint4 | Uint2 => Family::Unsigned,
             Binary => Family::Binary,
+            Q4_0 | Q4_1 | Q8_0 => Family::Block,
         }
     }
 
-    /// Packed bytes for `n` weights (the bytes of the codes alone, before word padding).
+    /// Packed bytes for `n` weights (the bytes of the codes alone, before word padding; for block
+    /// formats whole blocks, scales included).
     pub fn packed_bytes(self, n: usize) -> usize {
-        (n * self.bits()).div_ceil(8)
+        match self.block_bytes() {
+            Some(block) => n.div_ceil(Self::BLOCK_VALUES) * block,
+            None => (n * self.bits()).div_ceil(8),
+        }
     }
 
     /// Largest code magnitude of the standard symmetric signed codecs (2^(bits−1) − 1; ternary 1).
@@ -174,7 +214,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_aliases_parse() {
-        for d in DType::ALL {
+        for d in DType::ALL.into_iter().chain(DType::BLOCKS) {
             assert_eq!(DType::parse(d.name()).unwrap(), d);
             assert_eq!(DType::from_index(d as u8), Some(d));
         }
@@ -190,5 +230,8 @@ mod tests {
         assert_eq!(Ternary.packed_bytes(5), 2);
         assert_eq!(Binary.packed_bytes(9), 2);
         assert_eq!(Float64.packed_bytes(3), 24);
+        assert_eq!(Q4_0.packed_bytes(64), 36);
+        assert_eq!(Q4_1.packed_bytes(32), 20);
+        assert_eq!(Q8_0.packed_bytes(96), 102);
     }
 }

@@ -23,8 +23,8 @@ pub enum Error {
     /// A GPU operation failed after the device was obtained.
     #[error("{0}")]
     Gpu(String),
-    /// A model checkpoint cannot be loaded: missing or truncated file, unknown architecture,
-    /// missing or mis-shaped tensor (names the path, field or tensor).
+    /// A model cannot be loaded: a missing, truncated or malformed file, an unknown
+    /// architecture, a missing or mis-shaped tensor (names the path, field, tensor or offset).
     #[error("{0}")]
     ModelLoad(String),
 }

@@ -1,6 +1,6 @@
 //! polyvtd core: dtypes, codecs, weight stores, kernels, layers, the volumetric network, training,
-//! the GPU backend. Dependencies point down this list (python → llm/train → network → layers →
-//! kernels/gpu → weights → codec → dtype/activation/error).
+//! the GPU backend, model files, LLM inference. Dependencies point down this list (python →
+//! llm/train → network → layers → kernels/gpu → io → weights → codec → dtype/activation/error).
 
 pub mod activation;
 pub mod codec;
@@ -8,6 +8,7 @@ pub mod coord;
 pub mod dtype;
 pub mod error;
 pub mod gpu;
+pub mod io;
 pub mod kernels;
 pub mod layers;
 pub mod llm;

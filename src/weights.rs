@@ -4,7 +4,9 @@
 //! Standard codec: every version gets its own scale, computed from the master for that dtype.
 //! Loom codec: one shared scale chosen by the first non-float32 morph and reused afterwards
 //! (the reference's behaviour, quirk 1), so Loom checkpoints round-trip bit for bit.
+//! Block dtypes (GGML Q4_0/Q4_1/Q8_0) carry their scales per block under either codec.
 
+use crate::codec::ggml_blocks::{self, GgmlType};
 use crate::codec::{self, Codec, Packed};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -93,6 +95,34 @@ impl WeightStore {
         Ok(store)
     }
 
+    /// A tensor as a GGUF file stores it (`bytes` in `ggml_type`'s layout, `shape` row-major,
+    /// i.e. GGUF's dims reversed): F32 becomes the master; F16, BF16 and the block types become
+    /// their packed version alone, without a master (inference-only: memory stays at the file's
+    /// size; `unpack` rebuilds a master for training).
+    pub fn from_gguf(bytes: &[u8], ggml_type: GgmlType, shape: Vec<usize>) -> Result<WeightStore> {
+        let n: usize = shape.iter().product();
+        let dtype = ggml_type.dtype();
+        ggml_blocks::check_row(dtype, &shape)?;
+        if dtype == DType::Float32 {
+            let expected = 4 * n;
+            if bytes.len() != expected {
+                return Err(Error::Shape(format!("F32 tensor of shape {shape:?} takes {expected} bytes, got {}", bytes.len())));
+            }
+            let master = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            return WeightStore::new(master, shape, Codec::Standard);
+        }
+        let packed = Packed::from_bytes(dtype, Codec::Standard, n, bytes.to_vec())?;
+        Ok(WeightStore {
+            master: None,
+            shape,
+            codec: Codec::Standard,
+            active: dtype,
+            versions: BTreeMap::from([(dtype, Arc::new(packed))]),
+            loom_scale: 1.0,
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
@@ -129,12 +159,13 @@ impl WeightStore {
         let master = self.master.as_deref().ok_or_else(|| {
             Error::Value("the FP32 master was released; call unpack(dtype) to rebuild it".into())
         })?;
+        ggml_blocks::check_row(dtype, &self.shape)?;
         let packed = match self.codec {
             Codec::Standard => codec::encode_standard(master, dtype),
             Codec::Loom => {
                 // The reference never changes a float32 store's scale, and chooses one only
                 // while it is still exactly 1.0.
-                if dtype != DType::Float32 && self.loom_scale == 1.0 && !master.is_empty() {
+                if dtype != DType::Float32 && !dtype.is_block() && self.loom_scale == 1.0 && !master.is_empty() {
                     self.loom_scale = codec::loom_auto_scale(master, dtype);
                 }
                 codec::encode_loom(master, dtype, self.loom_scale)
@@ -208,7 +239,7 @@ impl WeightStore {
         } else {
             self.versions.get(&dtype).map(|p| p.size_in_bytes()).unwrap_or_else(|| {
                 let meta = match dtype.family() {
-                    crate::dtype::Family::Float => 0,
+                    crate::dtype::Family::Float | crate::dtype::Family::Block => 0,
                     crate::dtype::Family::Unsigned => 12,
                     _ => 4,
                 };
@@ -289,5 +320,26 @@ mod tests {
         let deq = s.dequantize(DType::Int8).unwrap();
         assert_eq!(before, 4);
         assert_eq!(deq[0], -2.0);
+    }
+
+    #[test]
+    fn block_dtypes_need_whole_blocks_per_row() {
+        let w: Vec<f32> = (0..96).map(|i| i as f32 / 7.0 - 6.0).collect();
+        let mut rows_of_48 = WeightStore::new(w.clone(), vec![2, 48], Codec::Standard).unwrap();
+        assert!(matches!(rows_of_48.morph(DType::Q4_1), Err(Error::DType(_))));
+        let mut rows_of_32 = WeightStore::new(w, vec![3, 32], Codec::Loom).unwrap();
+        rows_of_32.morph(DType::Q8_0).unwrap();
+        assert_eq!(rows_of_32.size_in_bytes(DType::Q8_0), 3 * 34);
+    }
+
+    #[test]
+    fn gguf_blocks_load_without_master() {
+        let w: Vec<f32> = (0..64).map(|i| (i as f32).cos()).collect();
+        let blocks = ggml_blocks::quantize(&w, DType::Q4_0);
+        let mut s = WeightStore::from_gguf(&blocks, GgmlType::Q4_0, vec![2, 32]).unwrap();
+        assert!(!s.has_master());
+        assert_eq!((s.dtype(), s.memory_bytes()), (DType::Q4_0, 36));
+        assert_eq!(s.dequantize(DType::Q4_0).unwrap(), codec::encode_standard(&w, DType::Q4_0).decode_all());
+        assert!(WeightStore::from_gguf(&blocks[..30], GgmlType::Q4_0, vec![2, 32]).is_err());
     }
 }

@@ -7,10 +7,11 @@ use super::{Codec, Packed};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
-/// Encode a packed tensor's codes as the reference writes them.
+/// Encode a packed tensor's codes as the reference writes them (block dtypes, which the reference
+/// lacks: their GGML blocks as they are).
 pub fn encode(packed: &Packed) -> Vec<u8> {
     let bits = packed.dtype.bits();
-    if bits >= 8 {
+    if bits >= 8 || packed.dtype.is_block() {
         return packed.bytes[..packed.dtype.packed_bytes(packed.n)].to_vec();
     }
     let per_byte = 8 / bits;
@@ -33,6 +34,9 @@ pub fn decode(dtype: DType, blob: &[u8], n: usize, scale: f32) -> Result<Packed>
             "{dtype} blob holds {} bytes, {n} elements need {need}",
             blob.len()
         )));
+    }
+    if dtype.is_block() {
+        return Packed::from_bytes(dtype, Codec::Loom, n, blob[..need].to_vec());
     }
     let per_byte = 8 / bits.min(8);
     let codes = (0..n).map(|i| {

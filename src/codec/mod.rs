@@ -1,13 +1,16 @@
-//! Codecs: FP32 values ⇄ packed codes for the 21 dtypes.
+//! Codecs: FP32 values ⇄ packed codes for the 21 dtypes and GGML's block formats.
 //!
 //! `Packed` is the one in-memory representation of a morphed tensor: codes bit-packed LSB-first
 //! (element i at bit offset i·bits of the little-endian byte stream; the byte vector is padded
 //! with zeros to a multiple of 4 bytes so GPUs can read it as u32 words), plus the per-tensor
 //! `scale` and, for unsigned types, a `zero_point`. Two code books exist: `Codec::Standard`
 //! (OCP/IEEE floats with round-to-nearest-even, full-range integers, affine unsigned) and
-//! `Codec::Loom` (the reference engine's codes, bit for bit: quirks 1–8).
+//! `Codec::Loom` (the reference engine's codes, bit for bit: quirks 1–8). Block dtypes (Q4_0,
+//! Q4_1, Q8_0) keep GGML's own byte layout in `bytes`, scales inside the blocks, under either
+//! code book (the reference has no such formats, so there is only GGML's).
 
 pub mod bits;
+pub mod ggml_blocks;
 pub mod loom_disk;
 pub mod minifloat;
 
@@ -84,6 +87,20 @@ impl Packed {
         packed
     }
 
+    /// Wrap bytes already in this dtype's layout (a float type's little-endian values, or GGML
+    /// blocks), e.g. straight from a GGUF file. Sub-byte code dtypes go through `from_codes`.
+    pub fn from_bytes(dtype: DType, codec: Codec, n: usize, mut bytes: Vec<u8>) -> Result<Packed> {
+        let need = dtype.packed_bytes(n);
+        if bytes.len() != need || (dtype.is_block() && !n.is_multiple_of(DType::BLOCK_VALUES)) {
+            return Err(Error::Shape(format!("{n} {dtype} values take {need} bytes (whole blocks), got {}", bytes.len())));
+        }
+        if !dtype.is_block() && dtype.family() != Family::Float {
+            return Err(Error::DType(format!("{dtype} codes need a scale: build them with from_codes")));
+        }
+        bytes.resize(need.next_multiple_of(4), 0);
+        Ok(Packed { dtype, codec, n, bytes, scale: 1.0, zero_point: 0.0, id: NEXT_PACKED_ID.fetch_add(1, Ordering::Relaxed), lut: Vec::new() })
+    }
+
     /// The raw code of element i (masked to the bit width, not sign-extended).
     pub fn code(&self, i: usize) -> u64 {
         bits::read(&self.bytes, self.dtype.bits(), i)
@@ -97,7 +114,7 @@ impl Packed {
     /// Bytes the codes occupy (without the 4-byte word padding) plus the scale (and zero point).
     pub fn size_in_bytes(&self) -> usize {
         let meta = match self.dtype.family() {
-            Family::Float => 0,
+            Family::Float | Family::Block => 0,
             Family::Unsigned => 12,
             _ => 4,
         };
@@ -134,6 +151,7 @@ impl Packed {
                     }
                 }
             }
+            _ if self.dtype.is_block() => ggml_blocks::decode_into(self.dtype, &self.bytes, start, out),
             _ if self.dtype.bits() <= 8 => self.decode_lut(start, out),
             _ => {
                 for (j, o) in out.iter_mut().enumerate() {
@@ -229,13 +247,18 @@ pub fn decode_code(dtype: DType, codec: Codec, code: u64, scale: f32, zero_point
         _ => match dtype.family() {
             Family::Signed => (sign_extend(code, bits) as f64 * scale as f64) as f32,
             Family::Unsigned => ((code as f64 - zero_point) * scale as f64) as f32,
-            _ => unreachable!("all families handled"),
+            _ => unreachable!("float families handled above; blocks decode in ggml_blocks"),
         },
     }
 }
 
-/// Encode `values` into `dtype` with the standard code book (scale chosen per dtype).
+/// Encode `values` into `dtype` with the standard code book (scale chosen per dtype). Block dtypes
+/// need a whole number of blocks (`ggml_blocks::check_row` says so for a shape).
 pub fn encode_standard(values: &[f32], dtype: DType) -> Packed {
+    if dtype.is_block() {
+        let blocks = ggml_blocks::quantize(values, dtype);
+        return Packed::from_bytes(dtype, Codec::Standard, values.len(), blocks).expect("quantize writes whole blocks");
+    }
     let max_abs = values.iter().fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
     // The scale is stored as f32: a value that underflows (tiny weights) or is not finite
     // becomes 1.0, as for all-zero weights.
@@ -281,6 +304,7 @@ pub fn encode_standard(values: &[f32], dtype: DType) -> Packed {
             pack_codes(dtype, values, scale, zero_point, |v| ((v as f64 / scale).round_half_even() + zero_point).clamp(0.0, q_max) as u64)
         }
         Family::Binary => pack_codes(dtype, values, nonzero_or_one(mean_abs(values)), 0.0, |v| (v >= 0.0) as u64),
+        Family::Block => unreachable!("blocks returned above"),
     }
 }
 
@@ -312,6 +336,10 @@ pub fn loom_auto_scale(values: &[f32], dtype: DType) -> f32 {
 
 /// Encode with the reference's code book and the given (already chosen) scale (§3.2).
 pub fn encode_loom(values: &[f32], dtype: DType, scale: f32) -> Packed {
+    if dtype.is_block() {
+        let blocks = ggml_blocks::quantize(values, dtype);
+        return Packed::from_bytes(dtype, Codec::Loom, values.len(), blocks).expect("quantize writes whole blocks");
+    }
     let mask = bit_mask(dtype.bits());
     // Go's math.Round: half away from zero, on the f32 quotient.
     let q = |v: f32| (v / scale).round() as f64;
@@ -339,6 +367,7 @@ pub fn encode_loom(values: &[f32], dtype: DType, scale: f32) -> Packed {
             DType::Uint2 => q(v).clamp(0.0, 3.0) as u64,
             DType::Ternary => signed(q(v).clamp(-1.0, 1.0)),
             DType::Binary => (v / scale >= 0.0) as u64,
+            DType::Q4_0 | DType::Q4_1 | DType::Q8_0 => unreachable!("blocks returned above"),
         })
         .collect();
     Packed::from_codes(dtype, Codec::Loom, codes.into_iter(), scale, 0.0)

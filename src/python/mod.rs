@@ -3,6 +3,7 @@
 
 mod arrays;
 mod errors;
+mod gguf;
 mod gpu;
 mod kv_cache;
 mod layer;
@@ -35,6 +36,8 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gpu::gpu_available, m)?)?;
     m.add_function(wrap_pyfunction!(gpu::gpu_info, m)?)?;
     m.add_function(wrap_pyfunction!(weights::dtypes, m)?)?;
+    m.add_function(wrap_pyfunction!(weights::block_dtypes, m)?)?;
+    m.add_function(wrap_pyfunction!(gguf::gguf_info, m)?)?;
     m.add_function(wrap_pyfunction!(arrays::borrowed_data_ptr, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     Ok(())

@@ -11,9 +11,16 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::sync::{Arc, RwLock};
 
+/// The reference's 21 dtypes: any shape, both code books, the GPU's in-shader decode.
 #[pyfunction]
 pub fn dtypes() -> Vec<&'static str> {
     DType::ALL.iter().map(|d| d.name()).collect()
+}
+
+/// GGML's block formats, accepted wherever a dtype is: rows must be whole 32-value blocks.
+#[pyfunction]
+pub fn block_dtypes() -> Vec<&'static str> {
+    DType::BLOCKS.iter().map(|d| d.name()).collect()
 }
 
 pub fn parse_dtype(name: Option<&str>, store: &WeightStore) -> PyResult<DType> {
@@ -57,6 +64,14 @@ impl PyWeightStore {
         let n = shape.iter().product();
         let packed = loom_disk::decode(dtype, data, n, scale).py()?;
         let store = WeightStore::from_packed(packed, shape).py()?;
+        Ok(PyWeightStore { inner: Arc::new(RwLock::new(store)) })
+    }
+
+    /// One tensor of a GGUF file: F32 becomes the master, F16/BF16/Q4_0/Q4_1/Q8_0 stay packed
+    /// without a master (inference-only; `unpack` rebuilds one).
+    #[staticmethod]
+    fn from_gguf_tensor(py: Python<'_>, path: std::path::PathBuf, name: &str) -> PyResult<Self> {
+        let store = py.detach(|| guarded(|| crate::io::gguf::GgufFile::open(&path)?.weight_store(name))).py()?;
         Ok(PyWeightStore { inner: Arc::new(RwLock::new(store)) })
     }
 

@@ -1,0 +1,3 @@
+//! Model files read from disk: GGUF (llama.cpp's format).
+
+pub mod gguf;
