@@ -23,6 +23,10 @@ pub enum Error {
     /// A GPU operation failed after the device was obtained.
     #[error("{0}")]
     Gpu(String),
+    /// A model file (checkpoint, tokenizer, config) is missing, unreadable or malformed; names the
+    /// path and what is wrong in it.
+    #[error("{0}")]
+    ModelLoad(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

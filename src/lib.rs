@@ -1,5 +1,5 @@
 //! polyvtd core: dtypes, codecs, weight stores, kernels, layers, the volumetric network, training,
-//! the GPU backend. Dependencies point down this list (python → train → network → layers →
+//! the GPU backend, LLM inference (llm/). Dependencies point down this list (python → llm/train → network → layers →
 //! kernels/gpu → weights → codec → dtype/activation/error).
 
 pub mod activation;
@@ -10,6 +10,7 @@ pub mod error;
 pub mod gpu;
 pub mod kernels;
 pub mod layers;
+pub mod llm;
 pub mod network;
 pub mod rng;
 pub mod train;

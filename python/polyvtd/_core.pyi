@@ -1,5 +1,6 @@
 """Type stubs for the native module polyvtd._core (hand-written; checked by mypy.stubtest)."""
 
+import os
 from typing import Any, Callable, Optional, Sequence, Union, final
 
 import numpy as np
@@ -11,6 +12,9 @@ __all__ = [
     "WeightStore",
     "Layer",
     "KVCache",
+    "Tokenizer",
+    "StreamDecoder",
+    "ChatTemplate",
     "Network",
     "TrainingResult",
     "gpu_available",
@@ -91,6 +95,67 @@ class Layer:
         self, x: npt.ArrayLike, grad_out: npt.ArrayLike, mode: str = "parallel"
     ) -> tuple[npt.NDArray[np.float32], list[npt.NDArray[np.float32]]]: ...
     def spec_json(self) -> str: ...
+
+@final
+class Tokenizer:
+    @staticmethod
+    def from_file(path: Union[str, "os.PathLike[str]"]) -> Tokenizer: ...
+    @staticmethod
+    def from_dir(path: Union[str, "os.PathLike[str]"]) -> Tokenizer: ...
+    @staticmethod
+    def from_vocab(
+        tokens: Sequence[str],
+        merges: Sequence[str],
+        token_types: Optional[Sequence[int]] = None,
+        model: str = "gpt2",
+        pre: Optional[str] = None,
+        bos_id: Optional[int] = None,
+        eos_id: Optional[int] = None,
+        unk_id: Optional[int] = None,
+        add_bos: bool = False,
+    ) -> Tokenizer: ...
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str: ...
+    def token_to_id(self, token: str) -> Optional[int]: ...
+    def id_to_token(self, id: int) -> Optional[str]: ...
+    def stream_decoder(self, skip_special_tokens: bool = False) -> StreamDecoder: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def bos_id(self) -> Optional[int]: ...
+    @property
+    def eos_id(self) -> Optional[int]: ...
+    @property
+    def eos_ids(self) -> list[int]: ...
+    @property
+    def bos_token(self) -> Optional[str]: ...
+    @property
+    def eos_token(self) -> Optional[str]: ...
+    @property
+    def chat_template(self) -> Optional[str]: ...
+
+@final
+class StreamDecoder:
+    def step(self, id: int) -> str: ...
+
+@final
+class ChatTemplate:
+    def __new__(cls, source: str) -> ChatTemplate: ...
+    @staticmethod
+    def chatml() -> ChatTemplate: ...
+    @staticmethod
+    def llama3() -> ChatTemplate: ...
+    @staticmethod
+    def for_tokenizer(tokenizer: Tokenizer) -> ChatTemplate: ...
+    def render(
+        self,
+        messages: Sequence[dict[str, str]],
+        add_generation_prompt: bool = True,
+        bos_token: str = "",
+        eos_token: str = "",
+    ) -> str: ...
+    @property
+    def source(self) -> str: ...
 
 @final
 class KVCache:

@@ -22,6 +22,10 @@ class InputError(PolyError, ValueError):
     """A value is out of its domain: NaN inputs, an empty batch, a negative epoch count..."""
 
 
+class ModelLoadError(PolyError, OSError, ValueError):
+    """A model file (checkpoint, tokenizer, config) is missing, unreadable or malformed."""
+
+
 class GpuError(PolyError, RuntimeError):
     """A GPU operation failed (device lost, out of memory, validation error)."""
 
@@ -36,6 +40,7 @@ __all__ = [
     "SpecError",
     "DTypeError",
     "InputError",
+    "ModelLoadError",
     "GpuError",
     "GpuUnavailableError",
 ]

@@ -14,6 +14,7 @@ fn class_name(err: &Error) -> &'static str {
         Error::Value(_) => "InputError",
         Error::GpuUnavailable(_) => "GpuUnavailableError",
         Error::Gpu(_) => "GpuError",
+        Error::ModelLoad(_) => "ModelLoadError",
     }
 }
 

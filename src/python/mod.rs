@@ -7,6 +7,7 @@ mod gpu;
 mod kv_cache;
 mod layer;
 mod network;
+mod tokenizer;
 mod weights;
 
 use pyo3::prelude::*;
@@ -30,6 +31,9 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<kv_cache::PyKvCache>()?;
     m.add_class::<network::PyNetwork>()?;
     m.add_class::<network::PyTrainingResult>()?;
+    m.add_class::<tokenizer::PyTokenizer>()?;
+    m.add_class::<tokenizer::PyStreamDecoder>()?;
+    m.add_class::<tokenizer::PyChatTemplate>()?;
     m.add_function(wrap_pyfunction!(gpu::gpu_available, m)?)?;
     m.add_function(wrap_pyfunction!(gpu::gpu_info, m)?)?;
     m.add_function(wrap_pyfunction!(weights::dtypes, m)?)?;
