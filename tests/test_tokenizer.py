@@ -107,17 +107,20 @@ def test_model_directory(trained, tmp_path):
     assert tok.encode("hi")[0] == 0
 
 
-@pytest.mark.parametrize("text", ["🙂🚀👍🏽", "東京は大きい。Привет", "a🙂b 東 c", TEXTS[3]])
+@pytest.mark.parametrize("text", ["🙂🚀👍🏽", "東京は大きい。Привет", "☃ 𝔘𝔫𝔦 ✓ ☃", TEXTS[3]])
 def test_stream_decoder_emits_whole_characters(trained, text):
     _, path = trained
     tok = pv.Tokenizer.from_file(path)
     ids = tok.encode(text)
-    assert len(ids) > len(text.split()), "the small vocabulary splits these characters into bytes"
     stream = tok.stream_decoder()
     pieces = [stream.step(i) for i in ids]
     assert all("\ufffd" not in p for p in pieces)
     assert "".join(pieces) == tok.decode(ids) == text
-    assert "" in pieces, "some byte tokens complete no character on their own"
+    partial = [i for i in ids if "\ufffd" in tok.decode([i])]
+    if "☃" in text:
+        assert partial, "characters unseen in training are split into byte tokens"
+    if partial:
+        assert "" in pieces, "a byte token that completes no character gives no text"
 
 
 def test_bad_input_raises_named_errors(trained, tmp_path):
