@@ -2,8 +2,21 @@
 dtypes and are computed from their packed form, on the CPU (three schedules) or a GPU (wgpu)."""
 
 from . import _core, layers, models
-from ._core import (KVCache, Layer, TrainingResult, WeightStore, block_dtypes, dtypes, gguf_info, gpu_available,
-                    gpu_info, simd_level)
+from ._core import (
+    ChatTemplate,
+    KVCache,
+    Layer,
+    StreamDecoder,
+    Tokenizer,
+    TrainingResult,
+    WeightStore,
+    block_dtypes,
+    dtypes,
+    gguf_info,
+    gpu_available,
+    gpu_info,
+    simd_level,
+)
 from . import errors
 from .errors import *  # noqa: F403  (the exception classes; listed in errors.__all__)
 from .network import VolumetricNetwork
@@ -17,6 +30,9 @@ __all__ = [
     "WeightStore",
     "Layer",
     "KVCache",
+    "Tokenizer",
+    "StreamDecoder",
+    "ChatTemplate",
     "TrainingResult",
     "layers",
     "models",

@@ -9,6 +9,7 @@ mod kv_cache;
 mod layer;
 mod network;
 mod transformer;
+mod tokenizer;
 mod weights;
 
 use pyo3::prelude::*;
@@ -33,6 +34,9 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<network::PyNetwork>()?;
     m.add_class::<network::PyTrainingResult>()?;
     m.add_class::<transformer::PyTransformer>()?;
+    m.add_class::<tokenizer::PyTokenizer>()?;
+    m.add_class::<tokenizer::PyStreamDecoder>()?;
+    m.add_class::<tokenizer::PyChatTemplate>()?;
     m.add_function(wrap_pyfunction!(gpu::gpu_available, m)?)?;
     m.add_function(wrap_pyfunction!(gpu::gpu_info, m)?)?;
     m.add_function(wrap_pyfunction!(weights::dtypes, m)?)?;
