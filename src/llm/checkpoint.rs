@@ -2,6 +2,8 @@
 //! listed by `model.safetensors.index.json`), memory-mapped; tensors are read by name as f32
 //! (from F32, F16 or BF16) after their shape has been checked.
 
+use crate::codec::Codec;
+use crate::layers::{new_param, Param};
 use crate::error::{Error, Result};
 use half::{bf16, f16};
 use memmap2::Mmap;
@@ -27,6 +29,11 @@ pub trait TensorSource {
     fn contains(&self, name: &str) -> bool;
     /// The tensor `name` as f32, checked to have `shape`; errors name the tensor and the shape.
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+    /// The tensor as a weight store: a float32 master by default; a source whose tensors are
+    /// quantised (GGUF) keeps them packed.
+    fn param(&self, name: &str, shape: &[usize]) -> Result<Param> {
+        new_param(self.tensor(name, shape)?, shape.to_vec(), Codec::Standard)
+    }
 }
 
 pub struct Checkpoint {

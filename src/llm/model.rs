@@ -11,6 +11,7 @@
 //! - column L + 1: l0 final RMSNorm, l1 Dense LM head (tied: the embedding table's `Param`).
 
 use super::checkpoint::{Checkpoint, TensorSource};
+use super::gguf_model::GgufSource;
 use super::config::LlamaConfig;
 use crate::activation::Activation;
 use crate::codec::Codec;
@@ -57,9 +58,9 @@ fn cell(x: usize, l: usize) -> Coord {
     Coord { z: 0, y: 0, x, l }
 }
 
-/// A float32 parameter loaded from `source`.
+/// A parameter loaded from `source` (packed when the source's tensor is).
 fn load(source: &dyn TensorSource, name: &str, shape: &[usize]) -> Result<Param> {
-    new_param(source.tensor(name, shape)?, shape.to_vec(), Codec::Standard)
+    source.param(name, shape)
 }
 
 fn rms_norm(source: &dyn TensorSource, name: &str, c: &LlamaConfig) -> Result<Layer> {
@@ -120,6 +121,17 @@ impl Transformer {
         let config = LlamaConfig::from_file(&dir.join("config.json"))?;
         let checkpoint = Checkpoint::open(dir)?;
         let model = Transformer::build(config, &checkpoint)?;
+        if let Some(dtype) = dtype {
+            model.network.morph_all(dtype)?;
+        }
+        Ok(model)
+    }
+
+    /// Load a GGUF file (llama-family metadata; quantised tensors stay in their block format);
+    /// `dtype` morphs every weighted layer after loading.
+    pub fn from_gguf(path: &Path, dtype: Option<DType>) -> Result<Transformer> {
+        let (config, source) = GgufSource::open(path)?;
+        let model = Transformer::build(config, &source)?;
         if let Some(dtype) = dtype {
             model.network.morph_all(dtype)?;
         }

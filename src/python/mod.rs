@@ -34,6 +34,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<network::PyNetwork>()?;
     m.add_class::<network::PyTrainingResult>()?;
     m.add_class::<transformer::PyTransformer>()?;
+    m.add_class::<transformer::PyDecodeSession>()?;
     m.add_class::<tokenizer::PyTokenizer>()?;
     m.add_class::<tokenizer::PyStreamDecoder>()?;
     m.add_class::<tokenizer::PyChatTemplate>()?;

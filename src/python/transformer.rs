@@ -6,14 +6,92 @@ use super::errors::{guarded, IntoPyResult};
 use super::network::PyNetwork;
 use crate::dtype::DType;
 use crate::error::Error;
-use crate::llm::{generate_ids, SamplingConfig, Transformer};
+use crate::llm::{generate_ids, DecodeState, Sampler, SamplingConfig, Transformer};
+use std::sync::{Arc, Mutex};
 use numpy::PyArrayDyn;
 use pyo3::prelude::*;
 use std::path::PathBuf;
 
 #[pyclass(name = "Transformer", module = "polyvtd._core", frozen)]
 pub struct PyTransformer {
-    inner: Transformer,
+    inner: Arc<Transformer>,
+}
+
+/// One decoding sequence: the KV caches, the sampler and the ids seen so far. `feed` appends ids
+/// (a prompt, a chat turn, or the last sampled token) and returns the next sampled token, so a
+/// chat's next turn continues the cache instead of re-encoding the history.
+#[pyclass(name = "DecodeSession", module = "polyvtd._core", frozen)]
+pub struct PyDecodeSession {
+    model: Arc<Transformer>,
+    state: Mutex<Session>,
+}
+
+struct Session {
+    decode: DecodeState,
+    sampler: Sampler,
+    history: Vec<u32>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sampling(temperature: f32, top_k: usize, top_p: f32, min_p: f32, repetition_penalty: f32, repetition_window: usize, seed: u64) -> SamplingConfig {
+    SamplingConfig { temperature, top_k, top_p, min_p, repetition_penalty, repetition_window, seed }
+}
+
+#[pymethods]
+impl PyDecodeSession {
+    /// Append `ids` to the sequence (one batched pass) and sample the next token (not yet fed).
+    fn feed(&self, py: Python<'_>, ids: Vec<u32>) -> PyResult<u32> {
+        let model = self.model.clone();
+        py.detach(|| {
+            guarded(|| {
+                let mut session = self.state.lock().unwrap();
+                if ids.is_empty() {
+                    return Err(Error::Value("feed needs at least one token id".into()));
+                }
+                if session.decode.len() + ids.len() > model.context_length() {
+                    return Err(Error::Value(format!(
+                        "{} cached + {} new tokens exceed the context length {}",
+                        session.decode.len(),
+                        ids.len(),
+                        model.context_length()
+                    )));
+                }
+                let Session { decode, sampler, history } = &mut *session;
+                let mut logits = model.prefill(decode, &ids)?;
+                history.extend_from_slice(&ids);
+                Ok(sampler.sample(&mut logits, history))
+            })
+        })
+        .py()
+    }
+
+    /// New sampling settings for what follows (the cache is kept).
+    #[pyo3(signature = (temperature = 0.0, top_k = 0, top_p = 1.0, min_p = 0.0, repetition_penalty = 1.0,
+                        repetition_window = 64, seed = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn configure(&self, temperature: f32, top_k: usize, top_p: f32, min_p: f32, repetition_penalty: f32, repetition_window: usize, seed: u64) -> PyResult<()> {
+        let sampler = Sampler::new(sampling(temperature, top_k, top_p, min_p, repetition_penalty, repetition_window, seed)).py()?;
+        self.state.lock().unwrap().sampler = sampler;
+        Ok(())
+    }
+
+    /// Forget the sequence (the cache memory is kept for reuse).
+    fn reset(&self) {
+        let mut session = self.state.lock().unwrap();
+        session.decode.reset();
+        session.history.clear();
+    }
+
+    /// Positions in the cache.
+    #[getter]
+    fn length(&self) -> usize {
+        self.state.lock().unwrap().decode.len()
+    }
+
+    #[getter]
+    fn context_length(&self) -> usize {
+        self.model.context_length()
+    }
 }
 
 #[pymethods]
@@ -25,7 +103,33 @@ impl PyTransformer {
     fn from_hf_dir(py: Python<'_>, path: PathBuf, dtype: Option<&str>) -> PyResult<Self> {
         let dtype = dtype.map(DType::parse).transpose().py()?;
         let inner = py.detach(|| guarded(|| Transformer::from_hf_dir(&path, dtype))).py()?;
-        Ok(PyTransformer { inner })
+        Ok(PyTransformer { inner: Arc::new(inner) })
+    }
+
+    /// Load a llama-family GGUF file; quantised tensors stay in their block format. `dtype`
+    /// morphs every weighted layer.
+    #[staticmethod]
+    #[pyo3(signature = (path, dtype = None))]
+    fn from_gguf(py: Python<'_>, path: PathBuf, dtype: Option<&str>) -> PyResult<Self> {
+        let dtype = dtype.map(DType::parse).transpose().py()?;
+        let inner = py.detach(|| guarded(|| Transformer::from_gguf(&path, dtype))).py()?;
+        Ok(PyTransformer { inner: Arc::new(inner) })
+    }
+
+    /// A new decoding sequence with these sampling settings.
+    #[pyo3(signature = (temperature = 0.0, top_k = 0, top_p = 1.0, min_p = 0.0, repetition_penalty = 1.0,
+                        repetition_window = 64, seed = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn session(&self, temperature: f32, top_k: usize, top_p: f32, min_p: f32, repetition_penalty: f32, repetition_window: usize, seed: u64) -> PyResult<PyDecodeSession> {
+        let sampler = Sampler::new(sampling(temperature, top_k, top_p, min_p, repetition_penalty, repetition_window, seed)).py()?;
+        let decode = self.inner.start().py()?;
+        Ok(PyDecodeSession { model: self.inner.clone(), state: Mutex::new(Session { decode, sampler, history: Vec::new() }) })
+    }
+
+    /// Bytes the weights hold (packed versions and any float32 masters).
+    #[getter]
+    fn memory_bytes(&self) -> usize {
+        self.inner.network.memory_bytes()
     }
 
     /// Logits of every position, [len, vocab].
@@ -54,7 +158,7 @@ impl PyTransformer {
         seed: u64,
         stop_ids: Option<Vec<u32>>,
     ) -> PyResult<Vec<u32>> {
-        let sampling = SamplingConfig { temperature, top_k, top_p, min_p, repetition_penalty, repetition_window, seed };
+        let sampling = sampling(temperature, top_k, top_p, min_p, repetition_penalty, repetition_window, seed);
         let stop = stop_ids.unwrap_or_default();
         py.detach(|| guarded(|| generate_ids(&self.inner, &ids, max_new_tokens, sampling, &stop, |_| true))).py()
     }
