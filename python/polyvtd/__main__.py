@@ -1,5 +1,7 @@
 """Command line: ``python -m polyvtd demo`` builds a small grid, morphs it through dtypes, trains
-it and prints what happened; ``python -m polyvtd info`` prints the version and GPU adapter."""
+it and prints what happened; ``python -m polyvtd info`` prints the version and GPU adapter;
+``python -m polyvtd chat [MODEL]`` and ``python -m polyvtd generate MODEL "prompt"`` talk to a
+language model (SmolLM2-135M-Instruct by default)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import sys
 import time
 
 import numpy as np
+
+from . import chat_cli
 
 
 def _two_moons(n: int, seed: int = 0):
@@ -75,7 +79,10 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="build, morph and train a small grid")
     sub.add_parser("info", help="version, dtypes and GPU adapter")
+    chat_cli.add_arguments(sub)
     args = parser.parse_args(argv)
+    if args.command in ("chat", "generate"):
+        return chat_cli.run(args)
     return {"demo": demo, "info": info}[args.command]()
 
 
