@@ -51,3 +51,21 @@ def test_broken_gguf_is_a_model_load_error(tmp_path):
     bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 5)
     with pytest.raises(pv.ModelLoadError, match="bad.gguf"):
         pv.Transformer.from_gguf(bad)
+
+
+def test_cli_and_llm_bench_run_on_a_gguf(weights, tmp_path, capsys):
+    import argparse
+    import io
+
+    from polyvtd import bench, chat_cli
+
+    path = str(gguf_llama.write(tmp_path / "m.gguf", CONFIG, weights))
+    options = dict(dtype=None, device="cpu", max_new_tokens=4, temperature=0.0, top_k=0, top_p=1.0, seed=0, system=None)
+    out = io.StringIO()
+    chat_cli.generate(argparse.Namespace(command="generate", model=path, prompt="ABC", **options), out)
+    assert "decode" in out.getvalue() and "tok/s" in out.getvalue()
+    out = io.StringIO()
+    chat_cli.chat(argparse.Namespace(command="chat", model=path, **options), io.StringIO("AB\n/reset\nBA\n/quit\n"), out)
+    assert out.getvalue().count("[prefill") == 2 and "(new conversation)" in out.getvalue()
+    bench.main(["llm", "--model", path, "--dtypes", "q4_1", "int8", "--new-tokens", "3"])
+    assert "decode tok/s" in capsys.readouterr().out

@@ -233,6 +233,13 @@ def layers(args) -> None:
     bench_layers.run(args, timeit, _table, welvet)
 
 
+def _llm(args) -> None:
+    from . import bench_llm
+
+    print(f"polyvtd {pv.__version__}, {os.cpu_count()} CPU threads\n", flush=True)
+    bench_llm.run(args, _table)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m polyvtd.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -251,8 +258,12 @@ def main(argv=None) -> int:
     lay.add_argument("--scale", type=float, default=1.0, help="shrink (<1) or grow the shapes")
     lay.add_argument("--only", nargs="*", help="layer type names to run (default: all)")
     lay.add_argument("--budget", type=float, default=0.3, help="seconds of repeats per figure")
+    llm = sub.add_parser("llm", help="SmolLM2-135M-Instruct prefill and decode speed on the CPU")
+    llm.add_argument("--model", default="smollm2")
+    llm.add_argument("--dtypes", nargs="*", default=["q4_1", "int8", "float32"])
+    llm.add_argument("--new-tokens", type=int, default=64)
     args = parser.parse_args(argv)
-    {"dense": dense, "gpu": gpu, "layers": layers}[args.suite](args)
+    {"dense": dense, "gpu": gpu, "layers": layers, "llm": _llm}[args.suite](args)
     return 0
 
 
