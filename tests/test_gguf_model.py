@@ -59,7 +59,8 @@ def test_cli_and_llm_bench_run_on_a_gguf(weights, tmp_path, capsys):
 
     from polyvtd import bench, chat_cli
 
-    path = str(gguf_llama.write(tmp_path / "m.gguf", CONFIG, weights))
+    long_context = dict(CONFIG, max_position_embeddings=512)  # the bench prompt is ~240 tokens here
+    path = str(gguf_llama.write(tmp_path / "m.gguf", long_context, weights))
     options = dict(dtype=None, device="cpu", max_new_tokens=4, temperature=0.0, top_k=0, top_p=1.0, seed=0, system=None)
     out = io.StringIO()
     chat_cli.generate(argparse.Namespace(command="generate", model=path, prompt="ABC", **options), out)
