@@ -2,7 +2,7 @@
 //! default, as in the reference). Computes from the active dtype's packed weights.
 
 use super::spec::{Build, Fields};
-use super::{check_grad, copy_param, new_param, through_activation, Ctx, Device, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
+use super::{activated, check_grad, copy_param, new_param, through_activation, Ctx, Device, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
 use crate::activation::Activation;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -139,9 +139,7 @@ impl LayerOps for Dense {
 
     fn forward_train(&self, x: Input, ctx: &Ctx) -> Result<Saved> {
         let (pre, shape) = self.preactivation(&x, ctx.schedule)?;
-        let mut post = pre.clone();
-        self.activation.apply_slice(&mut post);
-        Ok(Saved { post, shape, state: Box::new(pre) })
+        Ok(activated(self.activation, pre, shape))
     }
 
     fn backward(&self, x: Input, saved: &Saved, grad_out: &[f32], ctx: &Ctx, need_input: bool) -> Result<Grads> {

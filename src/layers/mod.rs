@@ -309,6 +309,14 @@ pub fn check_grad(kind: &str, grad_out: &[f32], saved: &Saved) -> Result<()> {
     Ok(())
 }
 
+/// The training record of a layer whose output is f(pre): the activated output, with `pre`
+/// kept for the backward's f'(pre).
+pub fn activated(activation: Activation, pre: Vec<f32>, shape: Shape) -> Saved {
+    let mut post = pre.clone();
+    activation.apply_slice(&mut post);
+    Saved { post, shape, state: Box::new(pre) }
+}
+
 /// grad_out ⊙ f'(pre): the gradient before an element-wise activation.
 pub fn through_activation(activation: Activation, grad_out: &[f32], pre: &[f32]) -> Vec<f32> {
     match activation {

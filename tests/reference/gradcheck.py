@@ -18,3 +18,17 @@ def central_difference(f, v, h=1e-6):
         flat[i] = keep
         out[i] = (up - down) / (2 * h)
     return grad
+
+
+def float32_input_gradient(layer, x, g, h=1e-2):
+    """d sum(layer.forward(x)·g)/dx by central differences through the layer's own float32
+    forward (steps measured after rounding to float32)."""
+    h = np.float32(h)
+    numeric = np.zeros(x.shape)
+    for idx in np.ndindex(*x.shape):
+        up, down = x.copy(), x.copy()
+        up[idx] += h
+        down[idx] -= h
+        step = float(up[idx]) - float(down[idx])
+        numeric[idx] = (np.sum(layer.forward(up) * g) - np.sum(layer.forward(down) * g)) / step
+    return numeric
