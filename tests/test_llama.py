@@ -197,3 +197,48 @@ def test_bad_ids_and_overlong_prompts_are_input_errors(llama):
         model.generate_ids([1] * 129)
     with pytest.raises(pv.InputError, match="non-negative"):
         model.logits([-1])
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def write_tokenizer(path):
+    """A byte-level BPE trained by HF `tokenizers` (the reference tokenizer), saved with the
+    tokenizer_config.json (ChatML template, EOS) and generation_config.json a HF checkpoint has."""
+    hf = pytest.importorskip("tokenizers")
+    tok = hf.Tokenizer(hf.models.BPE())
+    tok.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = hf.decoders.ByteLevel()
+    trainer = hf.trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                     show_progress=False, initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["The capital of France is Paris. Größe 🙂 def f(x): return x"] * 30, trainer)
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps(
+        {"eos_token": "<|im_end|>", "bos_token": None, "chat_template": CHATML}))
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": tok.token_to_id("<|im_end|>")}))
+    return tok
+
+
+def test_a_complete_checkpoint_round_trips_text(tmp_path):
+    """config + safetensors + tokenizer: text → the HF tokenizer's ids → logits equal to the
+    NumPy reference at every position → the reference's greedy tokens → their text."""
+    cfg = {**CONFIG, "vocab_size": 300}
+    weights = random_weights(cfg, seed=5)
+    path = write(tmp_path / "full", cfg, weights)
+    hf_tok = write_tokenizer(path)
+    model, ref = pv.Transformer.from_pretrained(path), Llama(cfg, weights)
+    text = "The capital of France is 🙂"
+    ids = hf_tok.encode(text).ids
+    assert model.tokenizer.encode(text) == ids
+    assert_logits_close(model.logits(ids), ref.logits(ids))
+    eos = hf_tok.token_to_id("<|im_end|>")
+    want = ref.greedy(ids, 12)
+    want = want[: want.index(eos)] if eos in want else want
+    assert model.generate(text, max_new_tokens=12) == hf_tok.decode(want)
+    messages = [{"role": "user", "content": "Paris?"}]
+    assert model.render(messages) == "<|im_start|>user\nParis?<|im_end|>\n<|im_start|>assistant\n"
+    chat_ids = hf_tok.encode(model.render(messages)).ids
+    want = ref.greedy(chat_ids, 6)
+    want = want[: want.index(eos)] if eos in want else want
+    assert model.generate(messages, max_new_tokens=6) == hf_tok.decode(want)

@@ -145,6 +145,7 @@ class Tokenizer:
 @final
 class StreamDecoder:
     def step(self, id: int) -> str: ...
+    def flush(self) -> str: ...
 
 @final
 class ChatTemplate:

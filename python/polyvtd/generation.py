@@ -92,8 +92,11 @@ def stream_tokens(session, tokenizer, prompt_ids: list, max_new_tokens: int, sto
     else:
         if token in eos:
             stats.finish_reason = "eos"
-    if stats.finish_reason != "stop" and len(text) > emitted:
-        yield text[emitted:]
+    if stats.finish_reason != "stop":
+        # A character cut off by the end comes out as U+FFFD, as a whole-sequence decode gives it.
+        text += decoder.flush()
+        if len(text) > emitted:
+            yield text[emitted:]
 
 
 class ChatSession:

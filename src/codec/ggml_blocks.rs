@@ -147,23 +147,34 @@ fn pack_nibbles(codes: &mut [u8], code: impl Fn(usize) -> u8) {
     }
 }
 
-/// Decode values [start, start + out.len()) of a block stream.
+/// Decode values [start, start + out.len()) of a block stream: partial blocks at either end
+/// through a scratch block, the whole blocks between them by the SIMD decoder.
 pub fn decode_into(dtype: DType, bytes: &[u8], start: usize, out: &mut [f32]) {
     let block_bytes = dtype.block_bytes().expect("a block dtype");
+    let block_at = |b: usize| &bytes[b * block_bytes..(b + 1) * block_bytes];
     let mut scratch = [0f32; QK];
     let mut i = 0;
     while i < out.len() {
-        let index = start + i;
-        let (b, within) = (index / QK, index % QK);
-        let take = (QK - within).min(out.len() - i);
-        let block = &bytes[b * block_bytes..(b + 1) * block_bytes];
-        if take == QK {
-            decode_block(dtype, block, (&mut out[i..i + QK]).try_into().unwrap());
+        let (b, within) = ((start + i) / QK, (start + i) % QK);
+        let whole = if within == 0 { (out.len() - i) / QK } else { 0 };
+        if whole > 0 {
+            let span = whole * QK;
+            crate::kernels::blocks::decode_blocks(dtype, &bytes[b * block_bytes..(b + whole) * block_bytes], &mut out[i..i + span]);
+            i += span;
         } else {
-            decode_block(dtype, block, &mut scratch);
+            let take = (QK - within).min(out.len() - i);
+            decode_block(dtype, block_at(b), &mut scratch);
             out[i..i + take].copy_from_slice(&scratch[within..within + take]);
+            i += take;
         }
-        i += take;
+    }
+}
+
+/// Decode whole blocks one value at a time (the reference the SIMD decoder must match).
+pub fn decode_scalar(dtype: DType, blocks: &[u8], out: &mut [f32]) {
+    let block_bytes = dtype.block_bytes().expect("a block dtype");
+    for (block, values) in blocks.chunks_exact(block_bytes).zip(out.chunks_exact_mut(QK)) {
+        decode_block(dtype, block, values.try_into().expect("whole blocks"));
     }
 }
 

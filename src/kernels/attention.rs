@@ -256,13 +256,47 @@ fn head_forward(heads: &Heads, q: &[f32], rows: usize, kv: KeyValues, h: usize, 
         let n = BLOCK_ROWS.min(rows - r0);
         let width = heads.visible(first_pos + r0 + n - 1, keys);
         let p = &mut scores[..n * width];
-        matmul(schedule, n, width, hd, p, width, Mat::rows(&q[r0 * qw + h * hd..], qw), k_t, heads.scale(), false);
+        let q_rows = Mat::rows(&q[r0 * qw + h * hd..], qw);
+        let decoding = schedule != Schedule::Normal && n <= DECODE_ROWS;
+        if decoding {
+            row_scores(n, width, hd, p, q_rows, Mat::rows(&kv.k[g * hd..], kw), heads.scale());
+        } else {
+            matmul(schedule, n, width, hd, p, width, q_rows, k_t, heads.scale(), false);
+        }
         for (i, row) in p.chunks_exact_mut(width).enumerate() {
             lse[r0 + i] = softmax_prefix(row, heads.visible(first_pos + r0 + i, keys));
         }
-        matmul(schedule, n, hd, width, &mut out[r0 * hd..], hd, Mat::rows(p, width), v, 1.0, false);
+        if decoding {
+            weighted_rows(n, width, hd, &mut out[r0 * hd..], p, v);
+        } else {
+            matmul(schedule, n, hd, width, &mut out[r0 * hd..], hd, Mat::rows(p, width), v, 1.0, false);
+        }
     }
     (out, lse)
+}
+
+/// Up to this many query rows (decoding), the products are plain dot products and weighted sums:
+/// a GEMM call's set-up costs more than such thin products.
+const DECODE_ROWS: usize = 4;
+
+/// scores[i][j] = scale·q_i·k_j for n query rows and `width` keys (rows of `hd` values).
+fn row_scores(n: usize, width: usize, hd: usize, scores: &mut [f32], q: Mat, k: Mat, scale: f32) {
+    for (i, row) in scores.chunks_exact_mut(width).take(n).enumerate() {
+        let qi = &q.data[i * q.rs..i * q.rs + hd];
+        for (j, score) in row.iter_mut().enumerate() {
+            *score = scale * super::simd::f32_dot(qi, &k.data[j * k.rs..j * k.rs + hd]);
+        }
+    }
+}
+
+/// out[i] = Σ_j p[i][j]·v_j for n rows of `width` weights (v rows of `hd` values).
+fn weighted_rows(n: usize, width: usize, hd: usize, out: &mut [f32], p: &[f32], v: Mat) {
+    for (o, weights) in out.chunks_exact_mut(hd).zip(p.chunks_exact(width)).take(n) {
+        o.fill(0.0);
+        for (j, &w) in weights.iter().enumerate() {
+            super::simd::f32_axpy(w, &v.data[j * v.rs..j * v.rs + hd], o);
+        }
+    }
 }
 
 /// Gradients of self-attention over `batch` sequences of `rows` positions for the gradient

@@ -5,6 +5,7 @@
 //! simd.rs; the choice depends only on dtype, row length and CPU, so `Tiled` and `Parallel`
 //! (same rows, same kernels) agree bitwise.
 
+use super::blocks;
 use super::simd::{self, f32_dot, f32_dot4, int8_dot, nibble_dot, SIGNED_NIBBLES};
 use super::Schedule;
 use crate::codec::{Codec, Packed};
@@ -39,6 +40,8 @@ enum CodeKernel {
     Uint8 { zero_point: f32, scale: f32 },
     /// OCP FP8 codes of the standard code book (bit-shift decode), times `scale`. AVX-512 only.
     Fp8 { mantissa_shift: u32, rebias: i32, scale: f32 },
+    /// GGML blocks (Q4_0, Q4_1, Q8_0), scales inside the row; x comes with its block sums.
+    Blocks { dtype: DType },
 }
 
 impl CodeKernel {
@@ -60,22 +63,40 @@ impl CodeKernel {
             DType::Fp8E5M2 if wide && packed.codec == Codec::Standard => CodeKernel::Fp8 { mantissa_shift: 21, rebias: 112, scale: packed.scale },
             // Both code books decode unsigned bytes as (code − zero_point)·scale (Loom: zero point 0).
             DType::Uint8 if wide => CodeKernel::Uint8 { zero_point: packed.zero_point as f32, scale: packed.scale },
+            DType::Q4_0 | DType::Q4_1 | DType::Q8_0 => CodeKernel::Blocks { dtype: packed.dtype },
             _ => return None,
         })
     }
 
-    /// How many interleaved phases x is split into (element p·j + m → phase m, index j).
-    fn phases(self) -> usize {
+    /// x as this kernel reads it: split into interleaved phases (element p·j + m → phase m,
+    /// index j) for sub-byte codes; followed by its per-block sums for GGML blocks.
+    fn prepare(self, x: &[f32]) -> Vec<Vec<f32>> {
+        let phases = |p: usize| (0..p).map(|m| x.iter().skip(m).step_by(p).copied().collect()).collect();
         match self {
-            CodeKernel::Nibbles { .. } => 2,
-            CodeKernel::Crumbs { .. } => 4,
-            _ => 1,
+            CodeKernel::Nibbles { .. } => phases(2),
+            CodeKernel::Crumbs { .. } => phases(4),
+            CodeKernel::Blocks { .. } => vec![x.to_vec(), blocks::block_sums(x)],
+            _ => phases(1),
         }
     }
 
-    /// The dot product of one row's codes with x (given as `phases()` phase arrays).
+    /// out[r] = the dot product of row r of `rows` (consecutive rows of packed codes) with x (as
+    /// `prepare` laid it out).
+    fn dot_rows(self, rows: &[u8], x: &[Vec<f32>], out: &mut [f32]) {
+        match self {
+            // One call for all the rows: per-row calls would cost as much as a short row.
+            CodeKernel::Blocks { dtype } => blocks::rows_dot(dtype, rows, &x[0], &x[1], out),
+            _ => {
+                let row_bytes = rows.len() / out.len().max(1);
+                out.iter_mut().zip(rows.chunks_exact(row_bytes.max(1))).for_each(|(o, row)| *o = self.dot(row, x));
+            }
+        }
+    }
+
+    /// The dot product of one row's codes with x, for the kernels that go row by row.
     fn dot(self, codes: &[u8], x: &[Vec<f32>]) -> f32 {
         match self {
+            CodeKernel::Blocks { .. } => unreachable!("block rows go through dot_rows"),
             CodeKernel::Int8 { scale } => int8_dot(codes, &x[0]) * scale,
             CodeKernel::Nibbles { table, post_scale } => nibble_dot(codes, &x[0], &x[1], &table) * post_scale,
             // Safety (all below): `select` picks these only when AVX-512 was detected.
@@ -142,20 +163,16 @@ fn packed_forward(x: &[f32], b: usize, k: usize, packed: &Packed, n: usize, sche
     let Some(kernel) = CodeKernel::select(packed, k) else {
         return decoded_rows_forward(x, b, k, packed, n, schedule);
     };
-    // x[bi] split into the kernel's phases once per call.
-    let p = kernel.phases();
-    let split: Vec<Vec<Vec<f32>>> = x
-        .chunks_exact(k)
-        .map(|row| (0..p).map(|m| row.iter().skip(m).step_by(p).copied().collect()).collect())
-        .collect();
+    // x[bi] laid out for the kernel once per call.
+    let split: Vec<Vec<Vec<f32>>> = x.chunks_exact(k).map(|row| kernel.prepare(row)).collect();
     let row_bytes = packed.dtype.packed_bytes(k);
-    by_rows(b, n, schedule, |o| {
-        let codes = &packed.bytes[o * row_bytes..(o + 1) * row_bytes];
-        let mut out = [0f32; MAX_BATCH];
-        for (slot, phases) in out.iter_mut().zip(&split) {
-            *slot = kernel.dot(codes, phases);
+    over_row_chunks(b, n, schedule, |first_row, chunk| {
+        let rows = &packed.bytes[first_row * row_bytes..(first_row + chunk.len()) * row_bytes];
+        let mut dots = [0f32; ROWS_PER_TASK];
+        for (bi, xs) in split.iter().enumerate() {
+            kernel.dot_rows(rows, xs, &mut dots[..chunk.len()]);
+            chunk.iter_mut().zip(&dots).for_each(|(slot, &d)| slot[bi] = d);
         }
-        out
     })
 }
 
@@ -171,15 +188,6 @@ fn decoded_rows_forward(x: &[f32], b: usize, k: usize, packed: &Packed, n: usize
         }
     };
     over_row_chunks(b, n, schedule, fill)
-}
-
-/// Evaluate `row_outputs(o)` for every output row and lay the results out as y[b×n].
-fn by_rows(b: usize, n: usize, schedule: Schedule, row_outputs: impl Fn(usize) -> [f32; MAX_BATCH] + Sync) -> Vec<f32> {
-    over_row_chunks(b, n, schedule, |first_row, chunk| {
-        for (r, slot) in chunk.iter_mut().enumerate() {
-            *slot = row_outputs(first_row + r);
-        }
-    })
 }
 
 /// Run `fill(first_row, results)` over chunks of ROWS_PER_TASK output rows (on the rayon pool
@@ -213,12 +221,13 @@ mod tests {
     #[test]
     fn fused_matches_decoded_dot() {
         // k = 70: sub-byte rows start mid-byte (decode path); 64 and 200: aligned (code kernels,
-        // with loop tails).
-        for k in [70, 64, 200] {
+        // with loop tails); 96: whole GGML blocks.
+        for k in [70, 64, 200, 96] {
             let (b, n) = (3, 37);
             let x: Vec<f32> = (0..b * k).map(|i| ((i * 7919 % 113) as f32 / 56.0) - 1.0).collect();
             let w: Vec<f32> = (0..n * k).map(|i| ((i * 104729 % 211) as f32 / 105.0) - 1.0).collect();
-            let books = DType::ALL.into_iter().flat_map(|d| {
+            let blocks = if k % DType::BLOCK_VALUES == 0 { &DType::BLOCKS[..] } else { &[] };
+            let books = DType::ALL.into_iter().chain(blocks.iter().copied()).flat_map(|d| {
                 [encode_standard(&w, d), crate::codec::encode_loom(&w, d, crate::codec::loom_auto_scale(&w, d))]
             });
             for p in books {

@@ -3,6 +3,7 @@
 //! cores with rayon (fixed block boundaries, so results do not depend on the thread count).
 
 pub mod attention;
+pub mod blocks;
 pub mod conv;
 pub mod dense;
 pub mod gemv;

@@ -30,10 +30,11 @@ fn detected() -> SimdLevel {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f") && has!("avx512bw") && has!("avx2") && has!("fma") {
+        // F16C (f16 scales of GGML blocks) comes with every AVX2 CPU; checked all the same.
+        if has!("avx512f") && has!("avx512bw") && has!("avx2") && has!("fma") && has!("f16c") {
             return SimdLevel::Avx512;
         }
-        if has!("avx2") && has!("fma") {
+        if has!("avx2") && has!("fma") && has!("f16c") {
             return SimdLevel::Avx2;
         }
     }
@@ -56,6 +57,16 @@ pub fn f32_dot(w: &[f32], x: &[f32]) -> f32 {
         return unsafe { avx2::f32_dot(w, x) };
     }
     w.iter().zip(x).map(|(&a, &b)| a * b).sum()
+}
+
+/// y[i] += a·x[i].
+pub fn f32_axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // Safety: the CPU supports AVX2 and FMA (checked above).
+        return unsafe { avx2::f32_axpy(a, x, y) };
+    }
+    y.iter_mut().zip(x).for_each(|(acc, &v)| *acc += a * v);
 }
 
 /// Four dot products of equally long rows with one x (x loaded once per lane group).
@@ -124,6 +135,19 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn widen8(bytes: __m128i) -> __m256 {
         _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn f32_axpy(a: f32, x: &[f32], y: &mut [f32]) {
+        let n = x.len().min(y.len());
+        let av = _mm256_set1_ps(a);
+        let mut i = 0;
+        while i + 8 <= n {
+            let at = y.as_mut_ptr().add(i);
+            _mm256_storeu_ps(at, _mm256_fmadd_ps(av, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(at)));
+            i += 8;
+        }
+        y[i..n].iter_mut().zip(&x[i..n]).for_each(|(acc, &v)| *acc += a * v);
     }
 
     #[target_feature(enable = "avx2,fma")]

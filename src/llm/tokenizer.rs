@@ -351,6 +351,22 @@ impl StreamDecoder {
         .map_err(|e| Error::Value(format!("stream decoding failed at token {id}: {e}")))?;
         Ok(piece.unwrap_or_default())
     }
+
+    /// The text still held back at the end of generation (a character whose remaining bytes
+    /// never came), decoded as the whole-sequence decode would (invalid bytes become U+FFFD);
+    /// the decoder starts afresh afterwards.
+    pub fn flush(&mut self) -> Result<String> {
+        let text = self
+            .tokenizer
+            .inner
+            .decode(&self.ids, self.skip_special_tokens)
+            .map_err(|e| Error::Value(format!("stream decoding failed at the end: {e}")))?;
+        let rest = text.get(self.prefix.len()..).unwrap_or_default().to_string();
+        self.ids.clear();
+        self.prefix.clear();
+        self.prefix_index = 0;
+        Ok(rest)
+    }
 }
 
 #[cfg(test)]

@@ -41,9 +41,12 @@ impl<T> IntoPyResult<T> for crate::error::Result<T> {
     }
 }
 
-/// Run core code with a panic guard: a bug surfaces as a PolyError, never as an abort.
-pub fn guarded<T>(f: impl FnOnce() -> crate::error::Result<T>) -> crate::error::Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+/// Run core code on a rayon worker, with a panic guard: a bug surfaces as a PolyError, never as
+/// an abort. On a worker, the parallel loops inside split their work by stealing; called from
+/// the Python thread instead, every loop would wake the pool and block on it (hundreds of times
+/// per LLM token), and the Python thread would compete with the workers for the cores.
+pub fn guarded<T: Send>(f: impl FnOnce() -> crate::error::Result<T> + Send) -> crate::error::Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rayon::scope(|_| f()))) {
         Ok(result) => result,
         Err(payload) => {
             let msg = payload

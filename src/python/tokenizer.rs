@@ -127,8 +127,13 @@ impl PyStreamDecoder {
     /// The text this id completes ("" while a character is still partial).
     fn step(&self, id: i64) -> PyResult<String> {
         let id = token_ids(&[id]).py()?[0];
-        let mut decoder = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        guarded(|| decoder.step(id)).py()
+        guarded(|| self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).step(id)).py()
+    }
+
+    /// What is still held back at the end (an unfinished character, as U+FFFD); the decoder
+    /// starts afresh afterwards.
+    fn flush(&self) -> PyResult<String> {
+        guarded(|| self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).flush()).py()
     }
 }
 
