@@ -1,33 +1,103 @@
 """``python -m polyvtd.bench llm``: SmolLM2-135M-Instruct on the CPU — prefill and decode speed
-and weight memory for a ~105-token prompt and 64 greedy tokens, per weight dtype (Q4_1 as shipped,
-then morphed copies)."""
+and peak memory for a ~105-token ChatML prompt and 64 greedy tokens, beside llama.cpp
+(``llama-cpp-python`` on the same GGUF, same thread count) when it is installed.
+
+Every engine runs in a fresh process of its own (``_bench_llm_child.py``), so its peak RSS is
+its own; the rounds alternate between engines so that a noisy neighbour slows them alike, and
+each figure is the best over rounds × repeats."""
 
 from __future__ import annotations
 
-import time
+import importlib.util
+import json
+import os
+import subprocess
+import sys
 
 import polyvtd as pv
 
+SYSTEM = "You are a helpful assistant. Answer in plain words, in a calm voice."
 PROMPT = ("Here is a short story about a lighthouse keeper who finds a message in a bottle. "
           "Tell it in a calm voice, with vivid details about the sea, the weather, the light, the "
           "old stone tower and the long nights, and end it with a surprising discovery that changes "
           "how the keeper sees the world around him forever.")
 
+CHILD = os.path.join(os.path.dirname(__file__), "_bench_llm_child.py")
+
+
+def prompt_ids(model: "pv.Transformer") -> list:
+    """The benchmark prompt through the model's own chat template (≈105 tokens for SmolLM2)."""
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}]
+    return model.tokenizer.encode(model.render(messages))
+
+
+def measure(engine: str, model: str, dtype, ids: list, args) -> dict:
+    """One engine's figures, from a child process."""
+    request = {"engine": engine, "model": model, "dtype": dtype, "ids": ids, "new_tokens": args.new_tokens,
+               "repeats": args.repeats, "threads": args.threads}
+    env = {**os.environ, "RAYON_NUM_THREADS": str(args.threads)}
+    done = subprocess.run([sys.executable, CHILD, json.dumps(request)], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{engine} run failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peers(model_path: str) -> tuple:
+    """The peer engines that can run this model here, and a note on those that cannot."""
+    notes = []
+    found = []
+    if not model_path.lower().endswith(".gguf"):
+        notes.append("llama.cpp: runs GGUF files only")
+    elif importlib.util.find_spec("llama_cpp") is None:
+        notes.append('llama.cpp: not installed (CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON '
+                     '-DGGML_AMX_INT8=OFF" pip install llama-cpp-python)')
+    else:
+        found.append("llama.cpp")
+    notes.append("welvet 0.80: reads no GGUF files, and its Transformer.prefill_tokens returns a placeholder "
+                 "([0.0] × 256), so it cannot generate")
+    return found, notes
+
 
 def run(args, table) -> None:
+    model_path = str(pv.models.resolve(args.model))
+    ids = prompt_ids(pv.Transformer.from_pretrained(model_path))
+    found, notes = peers(model_path)
+    runs = [("llama.cpp", None) for _ in found] + [("polyvtd", None if d == "q4_1" else d) for d in args.dtypes]
+    best: dict = {}
+    for _ in range(args.rounds):
+        for engine, dtype in list(runs):
+            try:
+                got = measure(engine, model_path, dtype, ids, args)
+            except RuntimeError as failure:
+                if engine == "polyvtd":
+                    raise
+                runs.remove((engine, dtype))
+                notes.append(f"{engine}: failed on this file ({str(failure).strip().splitlines()[-1]})")
+                continue
+            key = (engine, dtype)
+            if key in best:
+                got["prefill"] = max(got["prefill"], best[key]["prefill"])
+                got["decode"] = max(got["decode"], best[key]["decode"])
+                got["peak_rss"] = min(got["peak_rss"], best[key]["peak_rss"])
+            best[key] = got
+    peer = best.get(("llama.cpp", None))
+
+    def ratio(ours: float, theirs, lower_is_better: bool = False) -> str:
+        if theirs is None:
+            return "—"
+        return f"{(theirs / ours if lower_is_better else ours / theirs):.2f}×"
+
     rows = []
-    for dtype in args.dtypes:
-        model = pv.Transformer.from_pretrained(args.model, dtype=None if dtype == "q4_1" else dtype)
-        ids = model.tokenizer.encode(PROMPT)
-        session = model._native.session()
-        started = time.perf_counter()
-        token = session.feed(ids)
-        prefill = time.perf_counter() - started
-        started = time.perf_counter()
-        for _ in range(args.new_tokens - 1):
-            token = session.feed([token])
-        decode = time.perf_counter() - started
-        rows.append((dtype, len(ids), f"{len(ids) / prefill:,.0f}", f"{(args.new_tokens - 1) / decode:,.1f}",
-                     f"{model.memory_bytes / 1e6:,.1f}"))
-        print(table(f"SmolLM2-135M-Instruct, CPU, {args.new_tokens} greedy tokens",
-                    ["weights", "prompt tokens", "prefill tok/s", "decode tok/s", "weight MB"], rows[-1:]), flush=True)
+    for (engine, dtype), got in best.items():
+        weights = "Q4_1 (as stored)" if dtype is None else dtype
+        mine = engine == "polyvtd"
+        rows.append((engine, weights, f"{got['prefill']:,.0f}", f"{got['decode']:,.1f}", f"{got['peak_rss'] / 1e6:,.0f}",
+                     ratio(got["prefill"], peer and peer["prefill"]) if mine else "",
+                     ratio(got["decode"], peer and peer["decode"]) if mine else "",
+                     ratio(got["peak_rss"], peer and peer["peak_rss"], lower_is_better=True) if mine else ""))
+    title = (f"SmolLM2-135M-Instruct, CPU, {args.threads} threads, {len(ids)}-token ChatML prompt, "
+             f"{args.new_tokens} greedy tokens (best of {args.rounds}×{args.repeats})")
+    print(table(title, ["engine", "weights", "prefill tok/s", "decode tok/s", "peak RSS MB",
+                        "prefill vs llama.cpp", "decode vs llama.cpp", "RSS: llama.cpp / ours"], rows))
+    for note in notes:
+        print(f"  {note}")

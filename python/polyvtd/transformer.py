@@ -70,12 +70,9 @@ class Transformer:
         Jinja chat template."""
         path = os.fspath(path)
         native = _core.Transformer.from_gguf(path, dtype)
-        meta = _core.gguf_info(path)["metadata"]
-        tokenizer = _tokenizer_from_gguf(meta, path)
-        source = meta.get("tokenizer.chat_template")
-        template = _core.ChatTemplate(source) if source else None
-        name = meta.get("general.name") or os.path.basename(path)
-        return cls(native, tokenizer, template, name=name, dtype=dtype)
+        tokenizer = _core.Tokenizer.from_gguf(path)
+        name = _core.gguf_info(path, keys=["general.name"])["metadata"].get("general.name") or os.path.basename(path)
+        return cls(native, tokenizer, name=name, dtype=dtype)
 
     @property
     def network(self) -> VolumetricNetwork:
@@ -157,16 +154,3 @@ class Transformer:
 
     def __repr__(self) -> str:
         return f"{self.name}: {self._native!r}"
-
-
-def _tokenizer_from_gguf(meta: dict, path: str) -> "_core.Tokenizer":
-    """Rebuild the tokenizer from a GGUF's ``tokenizer.ggml.*`` metadata."""
-    tokens = meta.get("tokenizer.ggml.tokens")
-    if not tokens:
-        raise ModelLoadError(f"{path}: no tokenizer.ggml.tokens in the metadata")
-    return _core.Tokenizer.from_vocab(
-        tokens, meta.get("tokenizer.ggml.merges") or [], token_types=meta.get("tokenizer.ggml.token_type"),
-        model=meta.get("tokenizer.ggml.model", "gpt2"), pre=meta.get("tokenizer.ggml.pre"),
-        bos_id=meta.get("tokenizer.ggml.bos_token_id"), eos_id=meta.get("tokenizer.ggml.eos_token_id"),
-        unk_id=meta.get("tokenizer.ggml.unknown_token_id"), add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
-    )

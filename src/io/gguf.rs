@@ -236,7 +236,24 @@ impl GgufFile {
     /// The tensor as a weight store (see `WeightStore::from_gguf`: quantised tensors stay packed).
     pub fn weight_store(&self, name: &str) -> Result<WeightStore> {
         let info = self.tensor(name)?;
-        WeightStore::from_gguf(self.tensor_bytes(name)?, info.ggml_type, info.shape())
+        let store = WeightStore::from_gguf(self.tensor_bytes(name)?, info.ggml_type, info.shape())?;
+        self.release_pages(name)?;
+        Ok(store)
+    }
+
+    /// Drop a tensor's mapped pages from this process's resident set once its bytes have been
+    /// copied: otherwise a whole model would count twice (map + copy) at the peak of loading.
+    /// Reading the tensor again simply re-reads the file.
+    pub fn release_pages(&self, name: &str) -> Result<()> {
+        let info = self.tensor(name)?;
+        // Safety: the map is a private read-only file mapping that is never written, so dropped
+        // pages refault with the same bytes; any slice borrowed from it stays valid.
+        #[cfg(unix)]
+        unsafe {
+            // Advice only: a kernel that declines it costs memory, not correctness.
+            let _ = self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, self.data_start + info.offset as usize, info.nbytes);
+        }
+        Ok(())
     }
 }
 

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 /// Largest batch the fused path handles (above it, decoding a tile once for all rows wins).
 pub const MAX_BATCH: usize = 4;
 /// Output rows per parallel task.
-const ROWS_PER_TASK: usize = 64;
+const ROWS_PER_TASK: usize = 16;
 
 /// Whether a [n][k] weight matrix at this batch size takes the small-batch path.
 pub fn applies(batch: usize) -> bool {

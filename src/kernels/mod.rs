@@ -34,6 +34,17 @@ impl Schedule {
         }
     }
 
+    /// (a(), b()): side by side on the rayon pool for `Parallel` (independent products that read
+    /// the same input, e.g. Q/K/V projections, keep both cores busy between them instead of
+    /// idling at each one's end), one after the other otherwise. The results do not depend on it.
+    pub fn both<A: Send, B: Send>(self, a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+        if self == Schedule::Parallel {
+            rayon::join(a, b)
+        } else {
+            (a(), b())
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Schedule::Normal => "normal",

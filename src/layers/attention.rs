@@ -241,9 +241,11 @@ impl Attention {
         let heads = self.heads();
         let (qw, kw) = (heads.q_width(), heads.kv_width());
         let bias = |pick: fn(&Biases) -> &Param| self.biases.as_ref().map(pick);
-        let mut q = Self::linear(x, rows, &self.wq, bias(|b| &b.q), qw, schedule)?;
-        let mut k = Self::linear(x, rows, &self.wk, bias(|b| &b.k), kw, schedule)?;
-        let v = Self::linear(x, rows, &self.wv, bias(|b| &b.v), kw, schedule)?;
+        let (q, (k, v)) = schedule.both(
+            || Self::linear(x, rows, &self.wq, bias(|b| &b.q), qw, schedule),
+            || schedule.both(|| Self::linear(x, rows, &self.wk, bias(|b| &b.k), kw, schedule), || Self::linear(x, rows, &self.wv, bias(|b| &b.v), kw, schedule)),
+        );
+        let (mut q, mut k, v) = (q?, k?, v?);
         let mut norm = None;
         if let Some(gains) = &self.qk_norm {
             let (q_raw, k_raw) = if keep { (q.clone(), k.clone()) } else { (Vec::new(), Vec::new()) };

@@ -111,8 +111,11 @@ impl SwiGlu {
     fn intermediate(&self, x: &[f32], rows: usize, schedule: Schedule) -> Result<Intermediate> {
         let (h, i) = (self.model_size, self.hidden_size);
         let b = self.biases.as_ref();
-        let gate = project(x, rows, h, &self.w_gate, i, b.map(|b| &b.gate), schedule)?;
-        let up = project(x, rows, h, &self.w_up, i, b.map(|b| &b.up), schedule)?;
+        let (gate, up) = schedule.both(
+            || project(x, rows, h, &self.w_gate, i, b.map(|b| &b.gate), schedule),
+            || project(x, rows, h, &self.w_up, i, b.map(|b| &b.up), schedule),
+        );
+        let (gate, up) = (gate?, up?);
         let act = self.gate_activation;
         let mut a = vec![0f32; gate.len()];
         row_blocks(schedule, &mut a, i, i, |rows, out| {

@@ -91,11 +91,14 @@ impl GgufSource {
             )));
         }
         let bytes = self.file.tensor_bytes(&gguf)?;
-        if !permuted {
-            return WeightStore::from_gguf(bytes, info.ggml_type, want);
-        }
-        let heads = if name.contains("q_proj") { self.heads } else { self.kv_heads };
-        WeightStore::from_gguf(&self.unpermute(bytes, want[0], heads), info.ggml_type, want)
+        let store = if permuted {
+            let heads = if name.contains("q_proj") { self.heads } else { self.kv_heads };
+            WeightStore::from_gguf(&self.unpermute(bytes, want[0], heads), info.ggml_type, want)?
+        } else {
+            WeightStore::from_gguf(bytes, info.ggml_type, want)?
+        };
+        self.file.release_pages(&gguf)?;
+        Ok(store)
     }
 }
 

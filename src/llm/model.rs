@@ -254,9 +254,10 @@ impl Transformer {
         let steps = exec::plan(&self.network, &input_shape)?;
         let head_column = self.network.cols - 1;
         let ctx = Ctx { schedule: self.schedule, device: Device::Cpu, links: &self.network, nesting: 0 };
+        let freed = exec::last_readers(&steps);
         let mut outputs: Vec<(Vec<f32>, Vec<usize>)> = Vec::with_capacity(steps.len());
         let mut caches = state.caches.iter_mut();
-        for step in &steps {
+        for (j, step) in steps.iter().enumerate() {
             let tensor = |s: Source| match s {
                 Source::Input => (&x[..], &input_shape[..]),
                 Source::Step(i) => (&outputs[i].0[..], &outputs[i].1[..]),
@@ -279,6 +280,7 @@ impl Transformer {
             .map_err(|e| exec::at(step.coord, &step.layer, e))?;
             let out_shape = step.layer.output_shape(&shape)?;
             outputs.push((y, out_shape));
+            freed[j].iter().for_each(|&i| outputs[i].0 = Vec::new());
         }
         Ok(outputs.pop().map(|(y, _)| y).unwrap_or_default())
     }

@@ -131,6 +131,29 @@ impl Tokenizer {
         Ok(tok)
     }
 
+    /// The tokenizer a GGUF file describes in its `tokenizer.ggml.*` metadata, with the file's
+    /// Jinja chat template (`tokenizer.chat_template`) when it has one.
+    pub fn from_gguf(file: &crate::io::gguf::GgufFile) -> Result<Tokenizer> {
+        let strings = |key: &str| file.get_str_array(key).map(|items| items.into_iter().map(String::from).collect::<Vec<_>>());
+        let id = |key: &str| file.get_u64(key).map(|v| v as u32);
+        let tokens = strings("tokenizer.ggml.tokens")
+            .ok_or_else(|| Error::ModelLoad(format!("{}: no tokenizer.ggml.tokens in the metadata", file.path().display())))?;
+        let vocab = GgufVocab {
+            model: file.get_str("tokenizer.ggml.model").unwrap_or("gpt2").to_string(),
+            pre: file.get_str("tokenizer.ggml.pre").map(String::from),
+            tokens,
+            token_types: file.get_i32_array("tokenizer.ggml.token_type").unwrap_or_default(),
+            merges: strings("tokenizer.ggml.merges").unwrap_or_default(),
+            bos_id: id("tokenizer.ggml.bos_token_id"),
+            eos_id: id("tokenizer.ggml.eos_token_id"),
+            unk_id: id("tokenizer.ggml.unknown_token_id"),
+            add_bos: matches!(file.metadata("tokenizer.ggml.add_bos_token"), Some(crate::io::gguf::GgufValue::Bool(true))),
+        };
+        let mut tokenizer = Tokenizer::from_vocab(&vocab)?;
+        tokenizer.chat_template = file.get_str("tokenizer.chat_template").map(String::from);
+        Ok(tokenizer)
+    }
+
     /// A byte-level ("gpt2") or SentencePiece-style ("llama", byte fallback) BPE rebuilt from a
     /// GGUF vocabulary; control tokens become added special tokens, user-defined ones added tokens.
     pub fn from_vocab(vocab: &GgufVocab) -> Result<Tokenizer> {

@@ -133,15 +133,37 @@ fn input_for<'a>(step: &PlannedStep, x: &'a [f32], shape: &'a [usize], batch: us
 }
 
 /// Forward for inference; returns the output and its sample shape.
+/// For each step, the earlier steps whose output it is the last to read: an inference frees
+/// those outputs right after it, so a deep grid holds only the activations still ahead of use.
+pub fn last_readers(steps: &[PlannedStep]) -> Vec<Vec<usize>> {
+    let mut last = vec![None; steps.len()];
+    for (j, step) in steps.iter().enumerate() {
+        for source in std::iter::once(step.input).chain(step.skip) {
+            if let Source::Step(i) = source {
+                last[i] = Some(j);
+            }
+        }
+    }
+    let mut freed = vec![Vec::new(); steps.len()];
+    for (i, reader) in last.into_iter().enumerate() {
+        if let Some(j) = reader {
+            freed[j].push(i);
+        }
+    }
+    freed
+}
+
 pub fn infer(net: &VolumetricNetwork, x: &[f32], batch: usize, shape: &[usize], schedule: Schedule, device: Device) -> Result<(Vec<f32>, Shape)> {
     check_input(x, batch, shape)?;
     let steps = plan(net, shape)?;
     let ctx = Ctx { schedule, device, links: net, nesting: 0 };
+    let freed = last_readers(&steps);
     let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(steps.len());
-    for step in &steps {
+    for (j, step) in steps.iter().enumerate() {
         let input = input_for(step, x, shape, batch, |i| &outputs[i][..], &steps);
         let y = step.layer.infer(input, &ctx).map_err(|e| at(step.coord, &step.layer, e))?;
         outputs.push(y);
+        freed[j].iter().for_each(|&i| outputs[i] = Vec::new());
     }
     let shape = steps.last().map_or_else(|| shape.to_vec(), |s| s.shape.clone());
     Ok((outputs.pop().unwrap_or_else(|| x.to_vec()), shape))

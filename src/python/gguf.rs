@@ -31,16 +31,20 @@ fn to_python(py: Python<'_>, value: &GgufValue) -> PyResult<Py<PyAny>> {
 }
 
 /// {"version", "alignment", "metadata": {key: value}, "tensors": [(name, shape, type, nbytes)]};
-/// shapes are row-major (GGUF's dims reversed), types GGML's names ("Q4_1").
+/// shapes are row-major (GGUF's dims reversed), types GGML's names ("Q4_1"). `keys` limits the
+/// metadata to those keys (a vocabulary as Python strings takes tens of MB).
 #[pyfunction]
-pub fn gguf_info(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Bound<'_, PyDict>> {
+#[pyo3(signature = (path, keys = None))]
+pub fn gguf_info(py: Python<'_>, path: std::path::PathBuf, keys: Option<Vec<String>>) -> PyResult<Bound<'_, PyDict>> {
     let file = py.detach(|| guarded(|| GgufFile::open(&path))).py()?;
     let info = PyDict::new(py);
     info.set_item("version", file.version())?;
     info.set_item("alignment", file.alignment())?;
     let metadata = PyDict::new(py);
     for (key, value) in file.metadata_all() {
-        metadata.set_item(key, to_python(py, value)?)?;
+        if keys.as_ref().is_none_or(|wanted| wanted.contains(key)) {
+            metadata.set_item(key, to_python(py, value)?)?;
+        }
     }
     info.set_item("metadata", metadata)?;
     let tensors = PyList::empty(py);

@@ -37,6 +37,13 @@ impl PyTokenizer {
         Ok(PyTokenizer { inner: Arc::new(Tokenizer::from_dir(path).py()?) })
     }
 
+    /// The tokenizer (and chat template) stored in a GGUF file's metadata.
+    #[staticmethod]
+    fn from_gguf(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let tokenizer = py.detach(|| guarded(|| Tokenizer::from_gguf(&crate::io::gguf::GgufFile::open(&path)?))).py()?;
+        Ok(PyTokenizer { inner: Arc::new(tokenizer) })
+    }
+
     /// A BPE rebuilt from a GGUF-style vocabulary ("gpt2" byte-level or "llama" SentencePiece).
     #[staticmethod]
     #[pyo3(signature = (tokens, merges, token_types = None, model = "gpt2", pre = None, bos_id = None, eos_id = None, unk_id = None, add_bos = false))]
