@@ -8,6 +8,7 @@ pub mod coord;
 pub mod dtype;
 pub mod error;
 pub mod gpu;
+pub mod heap;
 pub mod io;
 pub mod kernels;
 pub mod layers;

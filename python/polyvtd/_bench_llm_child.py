@@ -41,6 +41,20 @@ def llama_cpp_engine(path, dtype, threads):
 ENGINES = {"polyvtd": polyvtd_engine, "llama.cpp": llama_cpp_engine}
 
 
+def peak_rss() -> int:
+    """This process's peak resident set in bytes: VmHWM, the high-water mark of its own address
+    space. (getrusage's ru_maxrss survives exec on Linux, so a child would report its parent's
+    peak when that was higher.)"""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def main(args):
     session, weight_bytes = ENGINES[args["engine"]](args["model"], args.get("dtype"), args["threads"])
     ids, new_tokens = args["ids"], args["new_tokens"]
@@ -60,8 +74,7 @@ def main(args):
         decode_s = time.perf_counter() - started
         best_prefill = max(best_prefill, len(ids) / prefill_s)
         best_decode = max(best_decode, (new_tokens - 1) / decode_s)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"prefill": best_prefill, "decode": best_decode, "peak_rss": peak_kib * 1024,
+    print(json.dumps({"prefill": best_prefill, "decode": best_decode, "peak_rss": peak_rss(),
                       "weight_bytes": weight_bytes, "tokens": tokens}))
 
 

@@ -69,8 +69,9 @@ class Transformer:
         kept in their block format, the tokenizer rebuilt from its vocabulary and merges, and its
         Jinja chat template."""
         path = os.fspath(path)
-        native = _core.Transformer.from_gguf(path, dtype)
+        # The tokenizer first: its build peak is gone before the weights arrive.
         tokenizer = _core.Tokenizer.from_gguf(path)
+        native = _core.Transformer.from_gguf(path, dtype)
         name = _core.gguf_info(path, keys=["general.name"])["metadata"].get("general.name") or os.path.basename(path)
         return cls(native, tokenizer, name=name, dtype=dtype)
 

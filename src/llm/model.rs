@@ -149,6 +149,7 @@ impl Transformer {
                 }
             }
         }
+        crate::heap::release_free_pages();
         Ok(model)
     }
 

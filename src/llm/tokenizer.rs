@@ -151,6 +151,8 @@ impl Tokenizer {
         };
         let mut tokenizer = Tokenizer::from_vocab(&vocab)?;
         tokenizer.chat_template = file.get_str("tokenizer.chat_template").map(String::from);
+        // Building goes through a JSON description several times the tokenizer's own size.
+        crate::heap::release_free_pages();
         Ok(tokenizer)
     }
 
