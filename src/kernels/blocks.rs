@@ -8,6 +8,8 @@
 use super::simd;
 use crate::dtype::DType;
 const QK: usize = DType::BLOCK_VALUES;
+/// How far ahead of the block being read the kernels prefetch (bytes).
+const PREFETCH_AHEAD: usize = 1024;
 
 /// Σx over each 32-value block of x (x is a whole number of blocks).
 pub fn block_sums(x: &[f32]) -> Vec<f32> {
@@ -117,7 +119,7 @@ fn scalar_block_dot(dtype: DType, row: &[u8], x: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Layout, QK};
+    use super::{Layout, PREFETCH_AHEAD, QK};
     use std::arch::x86_64::*;
 
     /// One block's Σ q·x (before d), its d and its m.
@@ -179,6 +181,10 @@ mod avx512 {
         let (mut min0, mut min1) = (0f32, 0f32);
         let mut b = 0;
         while b + 2 <= blocks {
+            // Rows lie back to back: ask for the bytes about three rows ahead now, so the stream
+            // from memory does not wait on the hardware prefetcher (paired runs from DRAM with two
+            // threads: never slower, at times a quarter faster).
+            _mm_prefetch::<_MM_HINT_T0>(row.add(b * layout.block_bytes + PREFETCH_AHEAD) as *const i8);
             let (p0, d0, m0) = block(layout, row.add(b * layout.block_bytes), x.add(b * QK));
             let (p1, d1, m1) = block(layout, row.add((b + 1) * layout.block_bytes), x.add((b + 1) * QK));
             acc0 = _mm512_fmadd_ps(_mm512_set1_ps(d0), p0, acc0);
@@ -198,7 +204,7 @@ mod avx512 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Layout, QK};
+    use super::{Layout, PREFETCH_AHEAD, QK};
     use std::arch::x86_64::*;
 
     /// 8 bytes, zero- or sign-extended, as 8 f32 lanes.
@@ -246,6 +252,10 @@ mod avx2 {
         let (mut min0, mut min1) = (0f32, 0f32);
         let mut b = 0;
         while b + 2 <= blocks {
+            // Rows lie back to back: ask for the bytes about three rows ahead now, so the stream
+            // from memory does not wait on the hardware prefetcher (paired runs from DRAM with two
+            // threads: never slower, at times a quarter faster).
+            _mm_prefetch::<_MM_HINT_T0>(row.add(b * layout.block_bytes + PREFETCH_AHEAD) as *const i8);
             let (p0, d0, m0) = block(layout, row.add(b * layout.block_bytes), x.add(b * QK));
             let (p1, d1, m1) = block(layout, row.add((b + 1) * layout.block_bytes), x.add((b + 1) * QK));
             acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), p0, acc0);

@@ -133,18 +133,18 @@ impl Transformer {
         let (config, source) = GgufSource::open(path)?;
         let model = Transformer::build(config, &source)?;
         if let Some(dtype) = dtype {
-            // Quantised GGUF tensors have no float32 master: decode one to convert from, and drop
-            // it again afterwards so the model keeps only the new dtype's bytes.
-            let packed_only: Vec<_> = model.network.params().into_iter().filter(|p| !p.read().unwrap().has_master()).collect();
-            for p in &packed_only {
+            // Quantised GGUF tensors have no float32 master: decode one to convert from, morph,
+            // and drop it again, one tensor at a time, so the model keeps only the new dtype's
+            // bytes and the peak holds one decoded tensor, not all of them.
+            for p in model.network.morphable_params() {
                 let mut store = p.write().unwrap();
-                let stored = store.dtype();
-                store.unpack(stored)?;
-            }
-            model.network.morph_all(dtype)?;
-            for p in &packed_only {
-                let mut store = p.write().unwrap();
-                if store.dtype() != DType::Float32 {
+                let packed_only = !store.has_master();
+                if packed_only {
+                    let stored = store.dtype();
+                    store.unpack(stored)?;
+                }
+                store.morph(dtype)?;
+                if packed_only && dtype != DType::Float32 {
                     store.release_master()?;
                 }
             }

@@ -143,8 +143,13 @@ impl VolumetricNetwork {
     }
 
     /// Morph every layer's weights (not biases or norm gains) to `dtype`.
+    /// Every weight tensor a morph converts, once each (shared tensors appear once).
+    pub fn morphable_params(&self) -> Vec<Param> {
+        unique(self.occupied().flat_map(|(_, s)| s.layer.morphable()))
+    }
+
     pub fn morph_all(&self, dtype: DType) -> Result<()> {
-        for p in unique(self.occupied().flat_map(|(_, s)| s.layer.morphable())) {
+        for p in self.morphable_params() {
             p.write().unwrap().morph(dtype)?;
         }
         Ok(())
