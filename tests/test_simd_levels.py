@@ -1,7 +1,8 @@
 """Every CPU kernel level gives the right numbers: the AVX-512, AVX2 and scalar kernels are
 each run (POLYVTD_SIMD caps the level, in a fresh interpreter) and checked against float64 on
-the dequantised weights, for every dtype, at batch 1 (the per-dtype code kernels) and 7 (tiles),
-with row lengths that do and do not start sub-byte rows on a byte."""
+the dequantised weights, for every dtype and GGML block format, at batch 1 (the per-dtype code
+kernels) and 7 (decoded tiles), with row lengths that do and do not start sub-byte rows on a
+byte."""
 
 import json
 import subprocess
@@ -18,8 +19,8 @@ import polyvtd as pv
 sys.path.insert(0, sys.argv[1])
 from reference.dense import dense_forward, norm_rel_err
 worst = 0.0
-for dtype in pv.dtypes():
-    for k in (64, 70, 200):
+for dtype in pv.dtypes() + pv.block_dtypes():
+    for k in ((64, 70, 200) if dtype in pv.dtypes() else (64, 96)):
         layer = pv.layers.Dense(k, 33, "linear", dtype=dtype, seed=k)
         w = layer.weights.dequantize()
         for batch in (1, 7):

@@ -44,9 +44,15 @@ pub fn decode_blocks(dtype: DType, blocks: &[u8], out: &mut [f32]) {
     assert_eq!(blocks.len(), out.len() / QK * layout.block_bytes, "{dtype} blocks do not match out");
     assert!(out.len().is_multiple_of(QK), "{dtype} decodes whole blocks");
     #[cfg(target_arch = "x86_64")]
-    if simd::has_avx512() {
-        // Safety: AVX-512 was detected, and the asserts above keep every block inside `blocks`.
-        return unsafe { avx512::decode_blocks(layout, blocks, out) };
+    {
+        // Safety: each kernel runs only when its instruction set was detected, and the asserts
+        // above keep every block inside `blocks`.
+        if simd::has_avx512() {
+            return unsafe { avx512::decode_blocks(layout, blocks, out) };
+        }
+        if simd::has_avx2_fma() {
+            return unsafe { avx2::decode_blocks(layout, blocks, out) };
+        }
     }
     crate::codec::ggml_blocks::decode_scalar(dtype, blocks, out);
 }
@@ -234,6 +240,35 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn decode_blocks(layout: Layout, blocks: &[u8], out: &mut [f32]) {
+        for (block, values) in blocks.chunks_exact(layout.block_bytes).zip(out.chunks_exact_mut(QK)) {
+            let (d, m) = layout.scales(block, |bits| _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))));
+            let codes = block.as_ptr().add(layout.codes_at);
+            let (first, second) = if layout.bytes {
+                (_mm_loadu_si128(codes as *const __m128i), _mm_loadu_si128(codes.add(16) as *const __m128i))
+            } else {
+                let (c, low) = (_mm_loadu_si128(codes as *const __m128i), _mm_set1_epi8(0x0F));
+                (_mm_and_si128(c, low), _mm_and_si128(_mm_srli_epi16(c, 4), low))
+            };
+            // The scalar decode's arithmetic: Q4_0 (q − 8)·d, Q4_1 q·d + m, Q8_0 q·d.
+            let value = |eight: __m128i| {
+                let (dv, mv) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
+                let q = if layout.bytes { _mm256_cvtepi8_epi32(eight) } else { _mm256_cvtepu8_epi32(eight) };
+                match (layout.bytes, layout.stored_min) {
+                    (false, false) => _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(8))), dv),
+                    (false, true) => _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), dv), mv),
+                    (true, _) => _mm256_mul_ps(_mm256_cvtepi32_ps(q), dv),
+                }
+            };
+            let at = values.as_mut_ptr();
+            _mm256_storeu_ps(at, value(first));
+            _mm256_storeu_ps(at.add(8), value(_mm_unpackhi_epi64(first, first)));
+            _mm256_storeu_ps(at.add(16), value(second));
+            _mm256_storeu_ps(at.add(24), value(_mm_unpackhi_epi64(second, second)));
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn rows_dot(layout: Layout, rows: &[u8], x: &[f32], sums: &[f32], out: &mut [f32]) {
         match (layout.bytes, layout.stored_min) {
             (true, _) => super::each_row(rows, out, |row| dot_with::<true, false>(row, x, sums)),
@@ -287,9 +322,17 @@ mod tests {
         for dtype in DType::BLOCKS {
             let blocks = ggml_blocks::quantize(&w, dtype);
             let (mut fast, mut plain) = (vec![0f32; w.len()], vec![0f32; w.len()]);
-            decode_blocks(dtype, &blocks, &mut fast);
             ggml_blocks::decode_scalar(dtype, &blocks, &mut plain);
-            assert_eq!(fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), plain.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{dtype}");
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            decode_blocks(dtype, &blocks, &mut fast);
+            assert_eq!(bits(&fast), bits(&plain), "{dtype}");
+            #[cfg(target_arch = "x86_64")]
+            if simd::has_avx2_fma() {
+                fast.fill(0.0);
+                // Safety: AVX2 was detected.
+                unsafe { avx2::decode_blocks(Layout::of(dtype), &blocks, &mut fast) };
+                assert_eq!(bits(&fast), bits(&plain), "{dtype} AVX2");
+            }
         }
     }
 
