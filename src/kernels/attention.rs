@@ -14,7 +14,7 @@ use rayon::prelude::*;
 const BLOCK_ROWS: usize = 64;
 /// Below this many multiply-adds the tasks run serially even in `Parallel` (waking the pool
 /// costs more than it saves; the tasks and their order are the same either way).
-const PARALLEL_MIN_MACS: usize = 1 << 20;
+const PARALLEL_MIN_MACS: usize = 1 << 16;
 
 /// How the heads of a projection are laid out and who attends to what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
