@@ -123,37 +123,85 @@ fn scalar_block_dot(dtype: DType, row: &[u8], x: &[f32]) -> f32 {
         .sum()
 }
 
+/// What the row loop needs from one instruction set (`avx512::Lanes`, `avx2::Lanes`).
+#[cfg(target_arch = "x86_64")]
+trait BlockLanes {
+    type Acc: Copy;
+    unsafe fn zero() -> Self::Acc;
+    /// One block's Σ q·x (before d) in lanes, its d and its m.
+    unsafe fn block(layout: Layout, at: *const u8, x: *const f32) -> (Self::Acc, f32, f32);
+    /// acc + d·partial.
+    unsafe fn add_scaled(acc: Self::Acc, d: f32, partial: Self::Acc) -> Self::Acc;
+    /// The sum of every lane of a and b.
+    unsafe fn total(a: Self::Acc, b: Self::Acc) -> f32;
+}
+
+/// `rows_dot` for one instruction set, with the block format as a constant (one loop per
+/// format). Inlined into each module's `#[target_feature]` entry point.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn rows_dot_with<L: BlockLanes>(layout: Layout, rows: &[u8], x: &[f32], sums: &[f32], out: &mut [f32]) {
+    match (layout.bytes, layout.stored_min) {
+        (true, _) => each_row(rows, out, |row| dot_with::<L, true, false>(row, x, sums)),
+        (false, true) => each_row(rows, out, |row| dot_with::<L, false, true>(row, x, sums)),
+        (false, false) => each_row(rows, out, |row| dot_with::<L, false, false>(row, x, sums)),
+    }
+}
+
+/// Two blocks per iteration into two accumulators (the FMA latency chain is the limit).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dot_with<L: BlockLanes, const BYTES: bool, const STORED_MIN: bool>(row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let layout = const { Layout::new(BYTES, STORED_MIN) };
+    let blocks = sums.len().min(x.len() / QK).min(row.len() / layout.block_bytes);
+    let (row, x) = (row.as_ptr(), x.as_ptr());
+    let (mut acc0, mut acc1) = (L::zero(), L::zero());
+    let (mut min0, mut min1) = (0f32, 0f32);
+    let mut b = 0;
+    while b + 2 <= blocks {
+        // Rows lie back to back: ask for the bytes about three rows ahead now, so the stream
+        // from memory does not wait on the hardware prefetcher (paired runs from DRAM with two
+        // threads: never slower, at times a quarter faster).
+        _mm_prefetch::<_MM_HINT_T0>(row.add(b * layout.block_bytes + PREFETCH_AHEAD) as *const i8);
+        let (p0, d0, m0) = L::block(layout, row.add(b * layout.block_bytes), x.add(b * QK));
+        let (p1, d1, m1) = L::block(layout, row.add((b + 1) * layout.block_bytes), x.add((b + 1) * QK));
+        acc0 = L::add_scaled(acc0, d0, p0);
+        acc1 = L::add_scaled(acc1, d1, p1);
+        min0 += m0 * sums[b];
+        min1 += m1 * sums[b + 1];
+        b += 2;
+    }
+    if b < blocks {
+        let (p0, d0, m0) = L::block(layout, row.add(b * layout.block_bytes), x.add(b * QK));
+        acc0 = L::add_scaled(acc0, d0, p0);
+        min0 += m0 * sums[b];
+    }
+    L::total(acc0, acc1) + (min0 + min1)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Layout, PREFETCH_AHEAD, QK};
+    use super::{Layout, QK};
     use std::arch::x86_64::*;
 
-    /// One block's Σ q·x (before d), its d and its m.
+    /// The block's 32 codes as integers, values 0..16 and 16..32.
     #[inline(always)]
-    unsafe fn block(layout: Layout, block: *const u8, x: *const f32) -> (__m512, f32, f32) {
-        let (d, m) = layout.scales(std::slice::from_raw_parts(block, 4), |bits| _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))));
+    unsafe fn codes(layout: Layout, block: *const u8) -> (__m512i, __m512i) {
         let codes = block.add(layout.codes_at);
-        let (w0, w1) = if layout.bytes {
+        if layout.bytes {
             (_mm512_cvtepi8_epi32(_mm_loadu_si128(codes as *const __m128i)), _mm512_cvtepi8_epi32(_mm_loadu_si128(codes.add(16) as *const __m128i)))
         } else {
             let c = _mm512_cvtepu8_epi32(_mm_loadu_si128(codes as *const __m128i));
             (_mm512_and_si512(c, _mm512_set1_epi32(0x0F)), _mm512_srli_epi32(c, 4))
-        };
-        let partial = _mm512_fmadd_ps(_mm512_cvtepi32_ps(w1), _mm512_loadu_ps(x.add(16)), _mm512_mul_ps(_mm512_cvtepi32_ps(w0), _mm512_loadu_ps(x)));
-        (partial, d, m)
+        }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,f16c")]
     pub(super) unsafe fn decode_blocks(layout: Layout, blocks: &[u8], out: &mut [f32]) {
         for (block, values) in blocks.chunks_exact(layout.block_bytes).zip(out.chunks_exact_mut(QK)) {
             let (d, m) = layout.scales(block, |bits| _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))));
-            let codes = block.as_ptr().add(layout.codes_at);
-            let (w0, w1) = if layout.bytes {
-                (_mm512_cvtepi8_epi32(_mm_loadu_si128(codes as *const __m128i)), _mm512_cvtepi8_epi32(_mm_loadu_si128(codes.add(16) as *const __m128i)))
-            } else {
-                let c = _mm512_cvtepu8_epi32(_mm_loadu_si128(codes as *const __m128i));
-                (_mm512_and_si512(c, _mm512_set1_epi32(0x0F)), _mm512_srli_epi32(c, 4))
-            };
+            let (w0, w1) = codes(layout, block.as_ptr());
             // The scalar decode's arithmetic: Q4_0 (q − 8)·d, Q4_1 q·d + m, Q8_0 q·d.
             let value = |w: __m512i| {
                 let (dv, mv) = (_mm512_set1_ps(d), _mm512_set1_ps(m));
@@ -170,48 +218,52 @@ mod avx512 {
 
     #[target_feature(enable = "avx512f,avx512bw,f16c")]
     pub(super) unsafe fn rows_dot(layout: Layout, rows: &[u8], x: &[f32], sums: &[f32], out: &mut [f32]) {
-        match (layout.bytes, layout.stored_min) {
-            (true, _) => super::each_row(rows, out, |row| dot_with::<true, false>(row, x, sums)),
-            (false, true) => super::each_row(rows, out, |row| dot_with::<false, true>(row, x, sums)),
-            (false, false) => super::each_row(rows, out, |row| dot_with::<false, false>(row, x, sums)),
-        }
+        super::rows_dot_with::<Lanes>(layout, rows, x, sums, out)
     }
 
-    /// Two blocks per iteration into two accumulators (the FMA latency chain is the limit).
-    #[inline(always)]
-    unsafe fn dot_with<const BYTES: bool, const STORED_MIN: bool>(row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
-        let layout = const { Layout::new(BYTES, STORED_MIN) };
-        let blocks = sums.len().min(x.len() / QK).min(row.len() / layout.block_bytes);
-        let (row, x) = (row.as_ptr(), x.as_ptr());
-        let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let (mut min0, mut min1) = (0f32, 0f32);
-        let mut b = 0;
-        while b + 2 <= blocks {
-            // Rows lie back to back: ask for the bytes about three rows ahead now, so the stream
-            // from memory does not wait on the hardware prefetcher (paired runs from DRAM with two
-            // threads: never slower, at times a quarter faster).
-            _mm_prefetch::<_MM_HINT_T0>(row.add(b * layout.block_bytes + PREFETCH_AHEAD) as *const i8);
-            let (p0, d0, m0) = block(layout, row.add(b * layout.block_bytes), x.add(b * QK));
-            let (p1, d1, m1) = block(layout, row.add((b + 1) * layout.block_bytes), x.add((b + 1) * QK));
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(d0), p0, acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(d1), p1, acc1);
-            min0 += m0 * sums[b];
-            min1 += m1 * sums[b + 1];
-            b += 2;
+    /// 16 f32 lanes.
+    struct Lanes;
+
+    impl super::BlockLanes for Lanes {
+        type Acc = __m512;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
         }
-        if b < blocks {
-            let (p0, d0, m0) = block(layout, row.add(b * layout.block_bytes), x.add(b * QK));
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(d0), p0, acc0);
-            min0 += m0 * sums[b];
+        #[inline(always)]
+        unsafe fn block(layout: Layout, block: *const u8, x: *const f32) -> (__m512, f32, f32) {
+            let (d, m) = layout.scales(std::slice::from_raw_parts(block, 4), |bits| _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))));
+            let (w0, w1) = codes(layout, block);
+            let partial = _mm512_fmadd_ps(_mm512_cvtepi32_ps(w1), _mm512_loadu_ps(x.add(16)), _mm512_mul_ps(_mm512_cvtepi32_ps(w0), _mm512_loadu_ps(x)));
+            (partial, d, m)
         }
-        _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + (min0 + min1)
+        #[inline(always)]
+        unsafe fn add_scaled(acc: __m512, d: f32, partial: __m512) -> __m512 {
+            _mm512_fmadd_ps(_mm512_set1_ps(d), partial, acc)
+        }
+        #[inline(always)]
+        unsafe fn total(a: __m512, b: __m512) -> f32 {
+            _mm512_reduce_add_ps(_mm512_add_ps(a, b))
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Layout, PREFETCH_AHEAD, QK};
+    use super::{Layout, QK};
     use std::arch::x86_64::*;
+
+    /// The block's 32 codes as two registers of 16 bytes, in x order.
+    #[inline(always)]
+    unsafe fn codes(layout: Layout, block: *const u8) -> (__m128i, __m128i) {
+        let codes = block.add(layout.codes_at);
+        if layout.bytes {
+            (_mm_loadu_si128(codes as *const __m128i), _mm_loadu_si128(codes.add(16) as *const __m128i))
+        } else {
+            let (c, low) = (_mm_loadu_si128(codes as *const __m128i), _mm_set1_epi8(0x0F));
+            (_mm_and_si128(c, low), _mm_and_si128(_mm_srli_epi16(c, 4), low))
+        }
+    }
 
     /// 8 bytes, zero- or sign-extended, as 8 f32 lanes.
     #[inline(always)]
@@ -219,37 +271,11 @@ mod avx2 {
         _mm256_cvtepi32_ps(if signed { _mm256_cvtepi8_epi32(bytes) } else { _mm256_cvtepu8_epi32(bytes) })
     }
 
-    /// One block's Σ q·x (before d), its d and its m.
-    #[inline(always)]
-    unsafe fn block(layout: Layout, block: *const u8, x: *const f32) -> (__m256, f32, f32) {
-        let (d, m) = layout.scales(std::slice::from_raw_parts(block, 4), |bits| _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))));
-        let codes = block.add(layout.codes_at);
-        // The block's 32 values as two registers of 16 bytes, in x order.
-        let (first, second) = if layout.bytes {
-            (_mm_loadu_si128(codes as *const __m128i), _mm_loadu_si128(codes.add(16) as *const __m128i))
-        } else {
-            let (c, low) = (_mm_loadu_si128(codes as *const __m128i), _mm_set1_epi8(0x0F));
-            (_mm_and_si128(c, low), _mm_and_si128(_mm_srli_epi16(c, 4), low))
-        };
-        let signed = layout.bytes;
-        let mut partial = _mm256_mul_ps(widen8(first, signed), _mm256_loadu_ps(x));
-        partial = _mm256_fmadd_ps(widen8(_mm_unpackhi_epi64(first, first), signed), _mm256_loadu_ps(x.add(8)), partial);
-        partial = _mm256_fmadd_ps(widen8(second, signed), _mm256_loadu_ps(x.add(16)), partial);
-        partial = _mm256_fmadd_ps(widen8(_mm_unpackhi_epi64(second, second), signed), _mm256_loadu_ps(x.add(24)), partial);
-        (partial, d, m)
-    }
-
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn decode_blocks(layout: Layout, blocks: &[u8], out: &mut [f32]) {
         for (block, values) in blocks.chunks_exact(layout.block_bytes).zip(out.chunks_exact_mut(QK)) {
             let (d, m) = layout.scales(block, |bits| _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))));
-            let codes = block.as_ptr().add(layout.codes_at);
-            let (first, second) = if layout.bytes {
-                (_mm_loadu_si128(codes as *const __m128i), _mm_loadu_si128(codes.add(16) as *const __m128i))
-            } else {
-                let (c, low) = (_mm_loadu_si128(codes as *const __m128i), _mm_set1_epi8(0x0F));
-                (_mm_and_si128(c, low), _mm_and_si128(_mm_srli_epi16(c, 4), low))
-            };
+            let (first, second) = codes(layout, block.as_ptr());
             // The scalar decode's arithmetic: Q4_0 (q − 8)·d, Q4_1 q·d + m, Q8_0 q·d.
             let value = |eight: __m128i| {
                 let (dv, mv) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
@@ -270,44 +296,40 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn rows_dot(layout: Layout, rows: &[u8], x: &[f32], sums: &[f32], out: &mut [f32]) {
-        match (layout.bytes, layout.stored_min) {
-            (true, _) => super::each_row(rows, out, |row| dot_with::<true, false>(row, x, sums)),
-            (false, true) => super::each_row(rows, out, |row| dot_with::<false, true>(row, x, sums)),
-            (false, false) => super::each_row(rows, out, |row| dot_with::<false, false>(row, x, sums)),
-        }
+        super::rows_dot_with::<Lanes>(layout, rows, x, sums, out)
     }
 
-    /// Two blocks per iteration into two accumulators (the FMA latency chain is the limit).
-    #[inline(always)]
-    unsafe fn dot_with<const BYTES: bool, const STORED_MIN: bool>(row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
-        let layout = const { Layout::new(BYTES, STORED_MIN) };
-        let blocks = sums.len().min(x.len() / QK).min(row.len() / layout.block_bytes);
-        let (row, x) = (row.as_ptr(), x.as_ptr());
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let (mut min0, mut min1) = (0f32, 0f32);
-        let mut b = 0;
-        while b + 2 <= blocks {
-            // Rows lie back to back: ask for the bytes about three rows ahead now, so the stream
-            // from memory does not wait on the hardware prefetcher (paired runs from DRAM with two
-            // threads: never slower, at times a quarter faster).
-            _mm_prefetch::<_MM_HINT_T0>(row.add(b * layout.block_bytes + PREFETCH_AHEAD) as *const i8);
-            let (p0, d0, m0) = block(layout, row.add(b * layout.block_bytes), x.add(b * QK));
-            let (p1, d1, m1) = block(layout, row.add((b + 1) * layout.block_bytes), x.add((b + 1) * QK));
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), p0, acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1), p1, acc1);
-            min0 += m0 * sums[b];
-            min1 += m1 * sums[b + 1];
-            b += 2;
+    /// 8 f32 lanes.
+    struct Lanes;
+
+    impl super::BlockLanes for Lanes {
+        type Acc = __m256;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
         }
-        if b < blocks {
-            let (p0, d0, m0) = block(layout, row.add(b * layout.block_bytes), x.add(b * QK));
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), p0, acc0);
-            min0 += m0 * sums[b];
+        #[inline(always)]
+        unsafe fn block(layout: Layout, block: *const u8, x: *const f32) -> (__m256, f32, f32) {
+            let (d, m) = layout.scales(std::slice::from_raw_parts(block, 4), |bits| _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))));
+            let (first, second) = codes(layout, block);
+            let signed = layout.bytes;
+            let mut partial = _mm256_mul_ps(widen8(first, signed), _mm256_loadu_ps(x));
+            partial = _mm256_fmadd_ps(widen8(_mm_unpackhi_epi64(first, first), signed), _mm256_loadu_ps(x.add(8)), partial);
+            partial = _mm256_fmadd_ps(widen8(second, signed), _mm256_loadu_ps(x.add(16)), partial);
+            partial = _mm256_fmadd_ps(widen8(_mm_unpackhi_epi64(second, second), signed), _mm256_loadu_ps(x.add(24)), partial);
+            (partial, d, m)
         }
-        let v = _mm256_add_ps(acc0, acc1);
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1))) + (min0 + min1)
+        #[inline(always)]
+        unsafe fn add_scaled(acc: __m256, d: f32, partial: __m256) -> __m256 {
+            _mm256_fmadd_ps(_mm256_set1_ps(d), partial, acc)
+        }
+        #[inline(always)]
+        unsafe fn total(a: __m256, b: __m256) -> f32 {
+            let v = _mm256_add_ps(a, b);
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+        }
     }
 }
 
@@ -351,7 +373,7 @@ mod tests {
             let scale: f64 = deq.iter().zip(&x).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
             // Two copies of the row: every kernel must give both the same dot product.
             let rows = [row.clone(), row].concat();
-            let mut results = vec![[0f32; 2]; 4];
+            let mut results = [[0f32; 2]; 4];
             rows_dot(dtype, &rows, &x, &sums, &mut results[0]);
             each_row(&rows, &mut results[1], |r| scalar_block_dot(dtype, r, &x));
             #[cfg(target_arch = "x86_64")]

@@ -400,7 +400,7 @@ mod tests {
 
     /// Byte-level BPE over the 256 byte symbols plus a few merges and one control token.
     fn tiny_gpt2() -> GgufVocab {
-        let bytes: Vec<String> = (0u8..=255).map(|b| byte_symbol(b)).collect();
+        let bytes: Vec<String> = (0u8..=255).map(byte_symbol).collect();
         let mut tokens = bytes;
         tokens.extend(["he", "ll", "hell", "hello", "<|end|>"].map(String::from));
         let mut token_types = vec![1; tokens.len()];
