@@ -169,3 +169,23 @@ def test_training_through_a_layernorm_reduces_the_loss():
     result = net.train(x, y, epochs=15, lr=0.01, batch_size=16, optimizer="adam")
     assert result.loss_history[-1] < 0.5 * result.loss_history[0]
     assert not np.array_equal(net.layer(0, 0, 0, 1).parameters[0].master, gain_before)
+
+
+@pytest.mark.skipif(not pv.gpu_available(), reason="no GPU adapter found by wgpu (install mesa-vulkan-drivers for lavapipe)")
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", ["float32", "int8", "int4", "fp8e4m3"])
+def test_gpu_forward_matches_the_cpu_and_the_reference(kind, dtype):
+    """device="gpu": one workgroup per row (shaders/norm.wgsl), rows wider than the workgroup
+    (300 > 256 threads) and rows narrower than it, packed weights as the CPU decodes them."""
+    for width in (300, 7):
+        layer = make(kind, width, seed=11, dtype=dtype)
+        x = inputs((4, 5, width), seed=12, scale=3.0, offset=0.7)
+        gpu, cpu = layer.forward(x, device="gpu"), layer.forward(x)
+        assert gpu.shape == x.shape
+        assert rel_err(gpu, cpu) <= 1e-5
+        assert rel_err(gpu, reference(layer, x, x)[0]) <= 1e-5
+    net = pv.VolumetricNetwork(1, 1, 2, 1)
+    net.set_layer(0, 0, 0, 0, pv.layers.Dense(width, 16))
+    net.set_layer(0, 0, 1, 0, make(kind, 16, seed=13, dtype=dtype))
+    x = inputs((3, width), seed=14)
+    assert rel_err(net.forward(x, device="gpu"), net.forward(x)) <= 1e-5

@@ -1,15 +1,18 @@
 //! The WebGPU backend's public face: availability and adapter info, the weights a kernel reads,
-//! and the dense forward. Submodules: context (adapter, device, error capture), cache (weight
-//! buffers and pipelines), dense (the dense kernels). WGSL sources live in /shaders.
+//! and the layer forwards. Submodules: context (adapter, device, error capture), cache (weight
+//! buffers and pipelines), dense (the dense kernels), norm (RMSNorm / LayerNorm). WGSL sources
+//! live in /shaders.
 
 mod cache;
 mod context;
 mod dense;
+mod norm;
 #[cfg(test)]
 mod tests;
 
 pub use cache::upload_count;
 pub use dense::dense_forward;
+pub use norm::norm_forward;
 
 use crate::activation::Activation;
 use crate::error::Result;

@@ -4,7 +4,7 @@
 //! version on every call.
 
 use super::spec::{Build, Fields};
-use super::{check_grad, copy_param, new_param, Ctx, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
+use super::{check_grad, copy_param, new_param, Ctx, Device, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::kernels::rows::{row_blocks, sum_partials};
@@ -172,8 +172,16 @@ impl LayerOps for Norm {
         self.params()
     }
 
+    fn runs_on_gpu(&self) -> bool {
+        true
+    }
+
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
         self.rows(&x)?;
+        if ctx.device == Device::Gpu {
+            let (gain, shift) = self.decoded()?;
+            return crate::gpu::norm_forward(x.data, &gain, &shift, self.kind == NormKind::Layer, self.epsilon);
+        }
         Ok(self.normalize(x.data, ctx.schedule)?.0)
     }
 
