@@ -12,7 +12,7 @@ import polyvtd as pv
 from reference import codecs as ref_codecs
 from reference.dense import norm_rel_err, rel_err
 from reference.recurrent import lstm_backward, lstm_forward, rnn_backward, rnn_forward
-from reference.gradcheck import central_difference
+from reference.gradcheck import central_difference, float32_input_gradient
 
 DTYPES = ref_codecs.DTYPES
 MODES = ["normal", "tiled", "parallel"]
@@ -108,14 +108,7 @@ def test_input_gradient_matches_finite_differences_through_the_layer(mode):
     """Numeric d(sum(forward(x)·g))/dx from the layer's own float32 forward."""
     layer = pv.layers.LSTM(3, 5, 3, seed=14)
     x, g = inputs(2, 3, 3, seed=15), inputs(2, 3, 5, seed=16).astype(np.float64)
-    h = np.float32(1e-2)
-    numeric = np.zeros(x.shape)
-    for idx in np.ndindex(*x.shape):
-        up, down = x.copy(), x.copy()
-        up[idx] += h
-        down[idx] -= h
-        step = float(up[idx]) - float(down[idx])
-        numeric[idx] = (np.sum(layer.forward(up, mode=mode) * g) - np.sum(layer.forward(down, mode=mode) * g)) / step
+    numeric = float32_input_gradient(layer, x, g, mode=mode)
     dx, _ = layer.backward(x, g.astype(np.float32), mode=mode)
     assert rel_err(dx, numeric) <= 1e-2
 

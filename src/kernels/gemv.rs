@@ -93,10 +93,14 @@ impl CodeKernel {
         }
     }
 
-    /// The dot product of one row's codes with x, for the kernels that go row by row.
+    /// The dot product of one row's codes with x.
     fn dot(self, codes: &[u8], x: &[Vec<f32>]) -> f32 {
         match self {
-            CodeKernel::Blocks { .. } => unreachable!("block rows go through dot_rows"),
+            CodeKernel::Blocks { dtype } => {
+                let mut dot = [0f32];
+                blocks::rows_dot(dtype, codes, &x[0], &x[1], &mut dot);
+                dot[0]
+            }
             CodeKernel::Int8 { scale } => int8_dot(codes, &x[0]) * scale,
             CodeKernel::Nibbles { table, post_scale } => nibble_dot(codes, &x[0], &x[1], &table) * post_scale,
             // Safety (all below): `select` picks these only when AVX-512 was detected.

@@ -20,9 +20,9 @@ def central_difference(f, v, h=1e-6):
     return grad
 
 
-def float32_input_gradient(layer, x, g, h=1e-2):
-    """d sum(layer.forward(x)·g)/dx by central differences through the layer's own float32
-    forward (steps measured after rounding to float32)."""
+def float32_input_gradient(layer, x, g, h=1e-2, **forward_options):
+    """d sum(layer.forward(x, **forward_options)·g)/dx by central differences through the
+    layer's own float32 forward (steps measured after rounding to float32)."""
     h = np.float32(h)
     numeric = np.zeros(x.shape)
     for idx in np.ndindex(*x.shape):
@@ -30,5 +30,6 @@ def float32_input_gradient(layer, x, g, h=1e-2):
         up[idx] += h
         down[idx] -= h
         step = float(up[idx]) - float(down[idx])
-        numeric[idx] = (np.sum(layer.forward(up) * g) - np.sum(layer.forward(down) * g)) / step
+        numeric[idx] = (np.sum(layer.forward(up, **forward_options) * g)
+                        - np.sum(layer.forward(down, **forward_options) * g)) / step
     return numeric
