@@ -1,6 +1,6 @@
 // shaders/dense.wgsl — tiled dense forward: y[b, o] = act(Σ_i x[b, i]·W[o, i] + bias[o]).
-// Prepended by src/gpu/dense.rs: the tile constants WG_X, WG_Y, RM, RN, TK, a weight loader
-// (`load_w(flat index)` + binding 2, from dense_weights_*.wgsl) and shaders/activation.wgsl.
+// Prepended by src/gpu/dense.rs: the tile constants WG_X, WG_Y, RM, RN, TK, the weight loader
+// of shaders/weights.wgsl for tensor `w` at binding 2 (`load_w(flat index)`) and shaders/activation.wgsl.
 // A workgroup computes a BM × BN output tile; thread (tx, ty) owns rows ty + i·WG_Y and columns
 // tx + j·WG_X. x and W pass through shared memory TK columns of K at a time, stored k-major so
 // the inner loop reads consecutive addresses across threads. Every thread reaches every barrier;
@@ -12,9 +12,9 @@ struct Params {
     out_features: u32,
     activation: u32,
     has_bias: u32,
-    scale: f32,
-    zero_point: f32,
-    _pad: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

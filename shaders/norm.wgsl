@@ -1,19 +1,22 @@
 // RMSNorm / LayerNorm over rows of `width` values, as the CPU path computes them: one workgroup
 // per row, two passes over the row (the mean, then the centred variance E[(x − μ)²]), each
 // summed by a tree reduction in workgroup memory. RMSNorm is the uncentred case (μ = 0, β = 0).
-// The header defines WG (threads per workgroup, a power of two).
+// Prepended: WG (threads per workgroup, a power of two) and the weight loaders load_gain and
+// load_shift (shaders/weights.wgsl, bindings 2 and 3). Rows fold into y past the grid limit.
 
 struct Params {
     rows: u32,
     width: u32,
     centered: u32,
     epsilon: f32,
+    has_shift: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> gain: array<f32>;
-@group(0) @binding(3) var<storage, read> shift: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 var<workgroup> partial: array<f32, WG>;
@@ -34,9 +37,17 @@ fn workgroup_sum(lid: u32, value: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_id) local: vec3<u32>,
+) {
     let lid = local.x;
-    let base = group.x * p.width;
+    let row = group.x + group.y * groups.x;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.width;
     let n = f32(p.width);
     var sum = 0.0;
     for (var i = lid; i < p.width; i += WG) {
@@ -50,6 +61,10 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
     }
     let inv = 1.0 / sqrt(workgroup_sum(lid, squares) / n + p.epsilon);
     for (var i = lid; i < p.width; i += WG) {
-        y[base + i] = (x[base + i] - mean) * inv * gain[i] + shift[i];
+        var shift = 0.0;
+        if (p.has_shift == 1u) {
+            shift = load_shift(i);
+        }
+        y[base + i] = (x[base + i] - mean) * inv * load_gain(i) + shift;
     }
 }

@@ -20,6 +20,13 @@ pub(crate) struct Context {
     uncaptured: Arc<Mutex<Option<String>>>,
 }
 
+/// One dispatch of a pipeline over a grid of workgroups, its buffers bound in order.
+pub(crate) struct Dispatch<'a> {
+    pub pipeline: &'a wgpu::ComputePipeline,
+    pub bindings: &'a [&'a wgpu::Buffer],
+    pub grid: (u32, u32, u32),
+}
+
 static CONTEXT: OnceLock<std::result::Result<Context, String>> = OnceLock::new();
 
 /// The context, created on first use. A failure is remembered: adapters do not appear later.
@@ -219,9 +226,60 @@ impl Context {
         }))
     }
 
-    /// Dispatches `pipeline` over `grid` workgroups with `bindings` as bindings 0, 1, ... of
-    /// group 0, copies the first `len` f32 of `result` to a staging buffer in the same encoder,
-    /// submits once and reads them back.
+    /// A uniform buffer holding `value`.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> Result<wgpu::Buffer> {
+        self.buffer_with(label, bytemuck::bytes_of(value), wgpu::BufferUsages::UNIFORM)
+    }
+
+    /// A read-only storage buffer holding `values`.
+    pub fn storage(&self, label: &str, values: &[f32]) -> Result<wgpu::Buffer> {
+        self.buffer_with(label, bytemuck::cast_slice(values), wgpu::BufferUsages::STORAGE)
+    }
+
+    /// A storage buffer of `len` f32 that kernels write and that can be read back.
+    pub fn output(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
+        use wgpu::BufferUsages as U;
+        self.empty_buffer(label, (len * 4) as u64, U::STORAGE | U::COPY_SRC)
+    }
+
+    /// A bind group binding `buffers` as bindings 0, 1, ... of group 0 of `pipeline`.
+    pub fn bind(&self, pipeline: &wgpu::ComputePipeline, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = (0u32..)
+            .zip(buffers)
+            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding, resource: buffer.as_entire_binding() })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        })
+    }
+
+    /// Records `dispatches` in order into one compute pass (WebGPU makes each dispatch's writes
+    /// visible to the next), copies the first `len` f32 of `result` to a staging buffer in the
+    /// same encoder, submits once and reads them back.
+    pub fn run_and_read(&self, dispatches: &[Dispatch<'_>], result: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let bytes = (len * 4) as u64;
+        let staging = self.empty_buffer("staging", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
+        let groups: Vec<wgpu::BindGroup> = dispatches.iter().map(|d| self.bind(d.pipeline, d.bindings)).collect();
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for (dispatch, group) in dispatches.iter().zip(&groups) {
+                let (x, y, z) = dispatch.grid;
+                pass.set_pipeline(dispatch.pipeline);
+                pass.set_bind_group(0, group, &[]);
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+        if bytes > 0 {
+            encoder.copy_buffer_to_buffer(result, 0, &staging, 0, bytes);
+        }
+        self.queue.submit([encoder.finish()]);
+        self.read_f32(&staging, len)
+    }
+
+    /// Dispatches `pipeline` once over `grid` and reads back `len` f32 of `result`.
     pub fn dispatch_and_read(
         &self,
         pipeline: &wgpu::ComputePipeline,
@@ -230,34 +288,18 @@ impl Context {
         result: &wgpu::Buffer,
         len: usize,
     ) -> Result<Vec<f32>> {
-        let bytes = (len * 4) as u64;
-        let staging = self.empty_buffer(
-            "staging",
-            bytes,
-            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        )?;
-        let entries: Vec<wgpu::BindGroupEntry> = (0u32..)
-            .zip(bindings)
-            .map(|(binding, buffer)| wgpu::BindGroupEntry {
-                binding,
-                resource: buffer.as_entire_binding(),
-            })
-            .collect();
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(grid.0, grid.1, grid.2);
+        self.run_and_read(&[Dispatch { pipeline, bindings, grid }], result, len)
+    }
+
+    /// A workgroup grid of `groups` along x, folded into y when x would pass the device limit;
+    /// kernels recover the linear group as `id.x + id.y · num_workgroups.x`.
+    pub fn grid(&self, groups: usize) -> Result<(u32, u32, u32)> {
+        let max = self.limits.max_compute_workgroups_per_dimension.max(1) as usize;
+        let rows = groups.div_ceil(max).max(1);
+        if rows > max {
+            return Err(Error::Gpu(format!("{groups} workgroups exceed what this GPU dispatches ({max}²)")));
         }
-        encoder.copy_buffer_to_buffer(result, 0, &staging, 0, bytes);
-        self.queue.submit([encoder.finish()]);
-        self.read_f32(&staging, len)
+        Ok((groups.div_ceil(rows).max(1) as u32, rows as u32, 1))
     }
 
     /// Maps `staging` (a MAP_READ buffer the submitted work copied into), waits for the GPU, and

@@ -1,15 +1,12 @@
 //! The dense forward on the GPU: argument checks, tile sizes from the device limits, kernel
 //! specialisation, and one encoder / compute pass / submit per call, read back through staging.
 
-use super::cache::{self, WeightFormat};
 use super::context::context;
-use super::{activation_code, GpuWeights};
+use super::{activation_code, cache, weights, GpuWeights};
 use crate::activation::Activation;
 use crate::error::{shape_err, Error, Result};
 
 const DENSE_WGSL: &str = include_str!("../../shaders/dense.wgsl");
-const WEIGHTS_F32_WGSL: &str = include_str!("../../shaders/dense_weights_f32.wgsl");
-const WEIGHTS_PACKED_WGSL: &str = include_str!("../../shaders/dense_weights_packed.wgsl");
 const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
 
 /// The uniform `Params` of shaders/dense.wgsl.
@@ -21,9 +18,7 @@ struct Params {
     out_features: u32,
     activation: u32,
     has_bias: u32,
-    scale: f32,
-    zero_point: f32,
-    _pad: u32,
+    _pad: [u32; 3],
 }
 
 /// A workgroup of wg_x × wg_y threads computes a (wg_y·rm) × (wg_x·rn) output tile, each thread
@@ -91,7 +86,7 @@ impl Tile {
     }
 
     /// The WGSL constants the kernel is specialised with.
-    fn header(self, format: WeightFormat) -> String {
+    fn header(self) -> String {
         let Tile {
             wg_x,
             wg_y,
@@ -99,17 +94,10 @@ impl Tile {
             rn,
             tk,
         } = self;
-        let mut header = format!(
+        format!(
             "const WG_X: u32 = {wg_x}u;\nconst WG_Y: u32 = {wg_y}u;\nconst RM: u32 = {rm}u;\n\
              const RN: u32 = {rn}u;\nconst TK: u32 = {tk}u;\n"
-        );
-        if let WeightFormat::Packed { bits, decode } = format {
-            header += &format!(
-                "const BITS: u32 = {bits}u;\nconst DECODE: u32 = {}u;\n",
-                decode as u32
-            );
-        }
-        header
+        )
     }
 }
 
@@ -141,21 +129,16 @@ pub fn dense_forward(
             grid.0, grid.1
         )));
     }
-    let w = cache::weight_buffer(ctx, weights)?;
-    let body: &[&str] = match w.format {
-        WeightFormat::F32 => &[WEIGHTS_F32_WGSL, ACTIVATION_WGSL, DENSE_WGSL],
-        WeightFormat::Packed { .. } => &[WEIGHTS_PACKED_WGSL, ACTIVATION_WGSL, DENSE_WGSL],
-    };
-    let pipeline = cache::pipeline(ctx, "dense", tile.header(w.format), body)?;
+    let w = weights::tensor(ctx, weights)?;
+    let loader = weights::loader("w", 2);
+    let pipeline = cache::pipeline(ctx, "dense", tile.header(), &[&loader, ACTIVATION_WGSL, DENSE_WGSL])?;
     let params = Params {
         batch: batch as u32,
         in_features: in_features as u32,
         out_features: out_features as u32,
         activation: activation_code(activation),
         has_bias: bias.is_some() as u32,
-        scale: w.scale,
-        zero_point: w.zero_point,
-        _pad: 0,
+        _pad: [0; 3],
     };
     ctx.scoped("dense forward", || {
         use wgpu::BufferUsages as U;

@@ -1,12 +1,13 @@
 //! The WebGPU backend's public face: availability and adapter info, the weights a kernel reads,
-//! and the layer forwards. Submodules: context (adapter, device, error capture), cache (weight
-//! buffers and pipelines), dense (the dense kernels), norm (RMSNorm / LayerNorm). WGSL sources
-//! live in /shaders.
+//! and the layer forwards. Submodules: context (adapter, device, error capture, dispatch),
+//! cache (weight buffers and pipelines), weights (packed tensors decoded in the shader), one
+//! module per kernel family. WGSL sources live in /shaders.
 
 mod cache;
 mod context;
 mod dense;
 mod norm;
+mod weights;
 #[cfg(test)]
 mod tests;
 
@@ -41,12 +42,33 @@ pub fn gpu_info() -> Result<GpuInfo> {
     Ok(context::context()?.info.clone())
 }
 
-/// The weights the dense kernel reads: the float32 master (key = WeightStore::generation()) or a
-/// packed version (key = Packed::id).
+/// The weights a kernel reads: the float32 master (key = WeightStore::generation()) or a packed
+/// version (key = Packed::id), decoded in the shader.
 #[derive(Clone, Copy, Debug)]
 pub enum GpuWeights<'a> {
     F32 { key: u64, values: &'a [f32] },
     Packed(&'a crate::codec::Packed),
+}
+
+impl<'a> GpuWeights<'a> {
+    /// The version `store` computes with now.
+    pub fn of(store: &'a crate::weights::WeightStore) -> Result<GpuWeights<'a>> {
+        Ok(match store.view()? {
+            crate::weights::WeightView::F32(values) => GpuWeights::F32 { key: store.generation(), values },
+            crate::weights::WeightView::Packed(p) => GpuWeights::Packed(p),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            GpuWeights::F32 { values, .. } => values.len(),
+            GpuWeights::Packed(p) => p.n,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The activation codes of shaders/activation.wgsl.

@@ -174,8 +174,15 @@ fn packed_weights_match_the_cpu_for_every_dtype() {
                 .iter()
                 .map(|&d| encode_standard(case.w, d))
                 .collect();
-            for d in [DType::Int8, DType::Int4, DType::Uint8, DType::Uint4] {
+            for d in [DType::Int8, DType::Int4, DType::Uint8, DType::Uint4, DType::Fp8E4M3, DType::Fp4] {
                 packed[s].push(encode_loom(case.w, d, loom_auto_scale(case.w, d)));
+            }
+            // GGML blocks need rows of whole 32-value blocks.
+            if case.in_features.is_multiple_of(DType::BLOCK_VALUES) {
+                for d in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+                    let blocks = crate::codec::ggml_blocks::quantize(case.w, d);
+                    packed[s].push(Packed::from_bytes(d, crate::codec::Codec::Standard, case.w.len(), blocks).unwrap());
+                }
             }
         }
         for p in &packed[s] {

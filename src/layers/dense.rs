@@ -9,7 +9,6 @@ use crate::error::{Error, Result};
 use crate::kernels::{dense as kernel, Schedule};
 use crate::rng::Rng;
 use serde_json::{json, Map, Value};
-use crate::weights::WeightView;
 
 #[derive(Debug, Clone)]
 pub struct Dense {
@@ -78,10 +77,7 @@ impl Dense {
     fn infer_gpu(&self, x: &Input) -> Result<Vec<f32>> {
         let rows = self.rows(x)?;
         let store = self.weights.read().unwrap();
-        let weights = match store.view()? {
-            WeightView::F32(values) => crate::gpu::GpuWeights::F32 { key: store.generation(), values },
-            WeightView::Packed(p) => crate::gpu::GpuWeights::Packed(p),
-        };
+        let weights = crate::gpu::GpuWeights::of(&store)?;
         let bias_store = self.bias.as_ref().map(|b| b.read().unwrap());
         let bias = match &bias_store {
             Some(s) => Some(s.master()?),

@@ -179,8 +179,11 @@ impl LayerOps for Norm {
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
         self.rows(&x)?;
         if ctx.device == Device::Gpu {
-            let (gain, shift) = self.decoded()?;
-            return crate::gpu::norm_forward(x.data, &gain, &shift, self.kind == NormKind::Layer, self.epsilon);
+            use crate::gpu::GpuWeights;
+            let gain = self.gain.read().unwrap();
+            let shift = self.shift.as_ref().map(|s| s.read().unwrap());
+            let shift = shift.as_deref().map(GpuWeights::of).transpose()?;
+            return crate::gpu::norm_forward(x.data, GpuWeights::of(&gain)?, shift, self.kind == NormKind::Layer, self.epsilon);
         }
         Ok(self.normalize(x.data, ctx.schedule)?.0)
     }
