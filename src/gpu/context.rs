@@ -304,7 +304,7 @@ impl Context {
 
     /// Maps `staging` (a MAP_READ buffer the submitted work copied into), waits for the GPU, and
     /// returns its first `len` f32 values.
-    fn read_f32(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+    pub fn read_f32(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
         let (sender, receiver) = mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |result| {
             // The receiver outlives the poll below; a failed send only means it already gave up.

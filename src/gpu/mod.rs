@@ -5,13 +5,16 @@
 
 mod cache;
 mod context;
+pub(crate) mod decoder;
 mod dense;
 mod norm;
+pub(crate) mod resident;
 mod weights;
 #[cfg(test)]
 mod tests;
 
 pub use cache::upload_count;
+pub(crate) use context::{context, Context};
 pub use dense::dense_forward;
 pub use norm::norm_forward;
 

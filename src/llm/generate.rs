@@ -27,11 +27,10 @@ pub fn generate_ids(
         return Ok(Vec::new());
     }
     let mut state = model.start()?;
-    let mut logits = model.prefill(&mut state, prompt)?;
     let mut history = prompt.to_vec();
+    let mut token = model.next_token(&mut state, prompt, &mut sampler, &history)?;
     let mut generated = Vec::new();
     loop {
-        let token = sampler.sample(&mut logits, &history);
         history.push(token);
         generated.push(token);
         let go_on = on_token(token);
@@ -39,6 +38,6 @@ pub fn generate_ids(
         if !go_on || full || stop_ids.contains(&token) {
             return Ok(generated);
         }
-        logits = model.step(&mut state, token)?;
+        token = model.next_token(&mut state, &[token], &mut sampler, &history)?;
     }
 }

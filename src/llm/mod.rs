@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod gguf_model;
+pub mod gpu_model;
 pub mod model;
 pub mod sampler;
 pub mod template;

@@ -13,6 +13,8 @@
 use super::checkpoint::{Checkpoint, TensorSource};
 use super::gguf_model::GgufSource;
 use super::config::LlamaConfig;
+use super::gpu_model::{GpuModel, GpuState};
+use super::sampler::Sampler;
 use crate::activation::Activation;
 use crate::codec::Codec;
 use crate::dtype::DType;
@@ -33,24 +35,33 @@ pub struct Transformer {
     pub config: LlamaConfig,
     pub network: VolumetricNetwork,
     pub schedule: Schedule,
+    /// Present when the model runs on the GPU: its resident weights (the grid keeps its own).
+    pub gpu: Option<GpuModel>,
 }
 
-/// The per-attention-layer KV caches of one decoding sequence.
-pub struct DecodeState {
-    caches: Vec<KvCache>,
+/// One decoding sequence: the per-attention-layer KV caches on the CPU, or the GPU state.
+pub enum DecodeState {
+    Cpu(Vec<KvCache>),
+    Gpu(Box<GpuState>),
 }
 
 impl DecodeState {
     /// Positions decoded so far.
     pub fn len(&self) -> usize {
-        self.caches.first().map_or(0, KvCache::len)
+        match self {
+            DecodeState::Cpu(caches) => caches.first().map_or(0, KvCache::len),
+            DecodeState::Gpu(state) => state.len(),
+        }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
     /// Start a new sequence (memory is kept).
     pub fn reset(&mut self) {
-        self.caches.iter_mut().for_each(KvCache::reset);
+        match self {
+            DecodeState::Cpu(caches) => caches.iter_mut().for_each(KvCache::reset),
+            DecodeState::Gpu(state) => state.reset(),
+        }
     }
 }
 
@@ -187,7 +198,14 @@ impl Transformer {
         };
         let dense = Dense { input_size: c.hidden_size, output_size: c.vocab_size, activation: Activation::Linear, weights: head, bias: None };
         net.set_layer(cell(head_column, 1), Arc::new(Layer::Dense(dense)))?;
-        Ok(Transformer { config, network: net, schedule: Schedule::Parallel })
+        Ok(Transformer { config, network: net, schedule: Schedule::Parallel, gpu: None })
+    }
+
+    /// Moves the token step to the GPU: the weights are uploaded and every later sequence,
+    /// prefill and decode step runs there.
+    pub fn use_gpu(&mut self) -> Result<()> {
+        self.gpu = Some(GpuModel::upload(&self.config, &self.network)?);
+        Ok(())
     }
 
     /// The most positions a sequence (prompt + generated) may have.
@@ -207,10 +225,14 @@ impl Transformer {
         Ok(ids.iter().map(|&id| id as f32).collect())
     }
 
-    /// Logits [len × vocab] of every position: one forward of the grid, no cache.
+    /// Logits [len × vocab] of every position: one forward of the grid, no cache (on the GPU:
+    /// the prefill path through a fresh sequence).
     pub fn logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
         if ids.len() > self.context_length() {
             return Err(Error::Value(format!("{} tokens exceed the context length {}", ids.len(), self.context_length())));
+        }
+        if let Some(gpu) = &self.gpu {
+            return gpu.start()?.all_logits(gpu, ids);
         }
         let x = self.input(ids)?;
         Ok(exec::infer(&self.network, &x, 1, &[ids.len()], self.schedule, Device::Cpu)?.0)
@@ -218,6 +240,9 @@ impl Transformer {
 
     /// Empty KV caches for one sequence.
     pub fn start(&self) -> Result<DecodeState> {
+        if let Some(gpu) = &self.gpu {
+            return Ok(DecodeState::Gpu(Box::new(gpu.start()?)));
+        }
         let caches = self
             .network
             .active()
@@ -226,7 +251,33 @@ impl Transformer {
                 _ => None,
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(DecodeState { caches })
+        Ok(DecodeState::Cpu(caches))
+    }
+
+    /// Feeds `ids` (a prompt, a turn, or the last chosen token) and picks the next token with
+    /// `sampler`. On the GPU a greedy choice is made there and only its id comes back; other
+    /// sampling reads the logits back and samples them as on the CPU.
+    pub fn next_token(&self, state: &mut DecodeState, ids: &[u32], sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
+        if let (Some(gpu), DecodeState::Gpu(gpu_state)) = (&self.gpu, &mut *state) {
+            self.check_fits(gpu_state.len(), ids.len())?;
+            if sampler.is_greedy() {
+                return gpu_state.greedy(gpu, ids);
+            }
+            let mut logits = gpu_state.logits(gpu, ids)?;
+            return Ok(sampler.sample(&mut logits, history));
+        }
+        let mut logits = self.decode(state, ids)?;
+        Ok(sampler.sample(&mut logits, history))
+    }
+
+    fn check_fits(&self, used: usize, more: usize) -> Result<()> {
+        if used + more > self.context_length() {
+            return Err(Error::Value(format!(
+                "{more} more tokens do not fit the context: {used} of at most {} positions are used",
+                self.context_length()
+            )));
+        }
+        Ok(())
     }
 
     /// Feed a prompt (all positions in one batched pass); returns the last position's logits.
@@ -243,21 +294,21 @@ impl Transformer {
     /// last column (final norm, head) is row-wise, so it only sees the last position.
     fn decode(&self, state: &mut DecodeState, ids: &[u32]) -> Result<Vec<f32>> {
         let x = self.input(ids)?;
-        if state.len() + ids.len() > self.context_length() {
-            return Err(Error::Value(format!(
-                "{} more tokens do not fit the context: {} of at most {} positions are used",
-                ids.len(),
-                state.len(),
-                self.context_length()
-            )));
-        }
+        self.check_fits(state.len(), ids.len())?;
+        let caches = match state {
+            DecodeState::Cpu(caches) => caches,
+            DecodeState::Gpu(gpu_state) => {
+                let gpu = self.gpu.as_ref().ok_or_else(|| Error::Value("a GPU decode state given to a CPU model".into()))?;
+                return gpu_state.logits(gpu, ids);
+            }
+        };
         let input_shape = [ids.len()];
         let steps = exec::plan(&self.network, &input_shape)?;
         let head_column = self.network.cols - 1;
         let ctx = Ctx { schedule: self.schedule, device: Device::Cpu, links: &self.network, nesting: 0 };
         let freed = exec::last_readers(&steps);
         let mut outputs: Vec<(Vec<f32>, Vec<usize>)> = Vec::with_capacity(steps.len());
-        let mut caches = state.caches.iter_mut();
+        let mut caches = caches.iter_mut();
         for (j, step) in steps.iter().enumerate() {
             let tensor = |s: Source| match s {
                 Source::Input => (&x[..], &input_shape[..]),

@@ -58,6 +58,11 @@ impl Sampler {
         Ok(Sampler { config, rng: Rng::new(config.seed) })
     }
 
+    /// Whether the choice is the plain argmax of the logits (a GPU can make it on its own).
+    pub fn is_greedy(&self) -> bool {
+        self.config.temperature == 0.0 && self.config.repetition_penalty == 1.0
+    }
+
     /// The next token for `logits` (changed in place by the penalty); `history` is every token so
     /// far (prompt and generated).
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {

@@ -5,12 +5,21 @@ use super::arrays::to_numpy;
 use super::errors::{guarded, IntoPyResult};
 use super::network::PyNetwork;
 use crate::dtype::DType;
+use crate::layers::Device;
 use crate::error::Error;
 use crate::llm::{generate_ids, DecodeState, Sampler, SamplingConfig, Transformer};
 use std::sync::{Arc, Mutex};
 use numpy::PyArrayDyn;
 use pyo3::prelude::*;
 use std::path::PathBuf;
+
+/// `model` with its token step moved to `device`.
+fn on_device(mut model: Transformer, device: Device) -> crate::error::Result<Transformer> {
+    if device == Device::Gpu {
+        model.use_gpu()?;
+    }
+    Ok(model)
+}
 
 #[pyclass(name = "Transformer", module = "polyvtd._core", frozen)]
 pub struct PyTransformer {
@@ -57,9 +66,8 @@ impl PyDecodeSession {
                     )));
                 }
                 let Session { decode, sampler, history } = &mut *session;
-                let mut logits = model.prefill(decode, &ids)?;
                 history.extend_from_slice(&ids);
-                Ok(sampler.sample(&mut logits, history))
+                model.next_token(decode, &ids, sampler, history)
             })
         })
         .py()
@@ -99,20 +107,22 @@ impl PyTransformer {
     /// Load config.json and the safetensors checkpoint of `path`; `dtype` morphs every
     /// weighted layer.
     #[staticmethod]
-    #[pyo3(signature = (path, dtype = None))]
-    fn from_hf_dir(py: Python<'_>, path: PathBuf, dtype: Option<&str>) -> PyResult<Self> {
+    #[pyo3(signature = (path, dtype = None, device = "cpu"))]
+    fn from_hf_dir(py: Python<'_>, path: PathBuf, dtype: Option<&str>, device: &str) -> PyResult<Self> {
         let dtype = dtype.map(DType::parse).transpose().py()?;
-        let inner = py.detach(|| guarded(|| Transformer::from_hf_dir(&path, dtype))).py()?;
+        let device = Device::parse(device).py()?;
+        let inner = py.detach(|| guarded(|| on_device(Transformer::from_hf_dir(&path, dtype)?, device))).py()?;
         Ok(PyTransformer { inner: Arc::new(inner) })
     }
 
     /// Load a llama-family GGUF file; quantised tensors stay in their block format. `dtype`
     /// morphs every weighted layer.
     #[staticmethod]
-    #[pyo3(signature = (path, dtype = None))]
-    fn from_gguf(py: Python<'_>, path: PathBuf, dtype: Option<&str>) -> PyResult<Self> {
+    #[pyo3(signature = (path, dtype = None, device = "cpu"))]
+    fn from_gguf(py: Python<'_>, path: PathBuf, dtype: Option<&str>, device: &str) -> PyResult<Self> {
         let dtype = dtype.map(DType::parse).transpose().py()?;
-        let inner = py.detach(|| guarded(|| Transformer::from_gguf(&path, dtype))).py()?;
+        let device = Device::parse(device).py()?;
+        let inner = py.detach(|| guarded(|| on_device(Transformer::from_gguf(&path, dtype)?, device))).py()?;
         Ok(PyTransformer { inner: Arc::new(inner) })
     }
 
@@ -120,9 +130,10 @@ impl PyTransformer {
     #[pyo3(signature = (temperature = 0.0, top_k = 0, top_p = 1.0, min_p = 0.0, repetition_penalty = 1.0,
                         repetition_window = 64, seed = 0))]
     #[allow(clippy::too_many_arguments)]
-    fn session(&self, temperature: f32, top_k: usize, top_p: f32, min_p: f32, repetition_penalty: f32, repetition_window: usize, seed: u64) -> PyResult<PyDecodeSession> {
+    fn session(&self, py: Python<'_>, temperature: f32, top_k: usize, top_p: f32, min_p: f32, repetition_penalty: f32, repetition_window: usize, seed: u64) -> PyResult<PyDecodeSession> {
         let sampler = Sampler::new(sampling(temperature, top_k, top_p, min_p, repetition_penalty, repetition_window, seed)).py()?;
-        let decode = self.inner.start().py()?;
+        let model = self.inner.clone();
+        let decode = py.detach(|| guarded(|| model.start())).py()?;
         Ok(PyDecodeSession { model: self.inner.clone(), state: Mutex::new(Session { decode, sampler, history: Vec::new() }) })
     }
 
@@ -130,6 +141,18 @@ impl PyTransformer {
     #[getter]
     fn memory_bytes(&self) -> usize {
         self.inner.network.memory_bytes()
+    }
+
+    /// "cpu" or "gpu": where sequences run.
+    #[getter]
+    fn device(&self) -> &'static str {
+        if self.inner.gpu.is_some() { "gpu" } else { "cpu" }
+    }
+
+    /// VRAM the resident weights hold (0 on the CPU).
+    #[getter]
+    fn gpu_weight_bytes(&self) -> u64 {
+        self.inner.gpu.as_ref().map_or(0, |g| g.weight_bytes())
     }
 
     /// Logits of every position, [len, vocab].

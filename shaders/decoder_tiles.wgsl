@@ -1,0 +1,157 @@
+// shaders/decoder_tiles.wgsl — a decoder's many-row products Y = X·Wᵀ (prefill): register-blocked
+// tiles, each of WG_X × WG_Y threads computing RM × RN outputs, X and W staged through workgroup
+// memory TK columns of K at a time, W decoded from its resident format while staging
+// (shaders/matrix.wgsl as a, b, c). The fused epilogue (MODE) is as in decoder_matvec.wgsl:
+// 0 store (+ bias), 1 add into Y, 2 SwiGLU silu(X·aᵀ)·(X·bᵀ), 3 [X·aᵀ | X·bᵀ | X·cᵀ] + bias.
+// With NORM each row of X is RMS-normalised (gain γ) as it is staged: the workgroup computes its
+// rows' statistics first. Prepended: WG_X, WG_Y, RM, RN, TK, K, MODE, HAS_BIAS, NORM. M (rows of
+// X) is `step.count`; workgroups past it return at once.
+
+struct Params {
+    n: u32,
+    a_rows: u32,
+    b_rows: u32,
+    epsilon: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> gain: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> step: array<u32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+const BM: u32 = WG_Y * RM;
+const BN: u32 = WG_X * RN;
+const THREADS: u32 = WG_X * WG_Y;
+const BLOCKS: u32 = K / 32u;
+
+var<workgroup> xt: array<f32, TK * BM>;
+var<workgroup> wt: array<f32, TK * BN>;
+var<workgroup> wt_b: array<f32, TK * BN>;
+var<workgroup> inv_rms: array<f32, BM>;
+
+fn silu(v: f32) -> f32 {
+    return v / (1.0 + exp(-v));
+}
+
+// W[n, k] of the output column n: for MODE 3 the columns run over a's, b's, then c's rows.
+fn weight(n: u32, k: u32) -> f32 {
+    if (MODE == 3u) {
+        if (n < p.a_rows) {
+            return a_at(n, k, BLOCKS);
+        } else if (n < p.a_rows + p.b_rows) {
+            return b_at(n - p.a_rows, k, BLOCKS);
+        }
+        return c_at(n - p.a_rows - p.b_rows, k, BLOCKS);
+    }
+    return a_at(n, k, BLOCKS);
+}
+
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(local_invocation_id) local: vec3<u32>,
+    @builtin(local_invocation_index) thread: u32,
+) {
+    let m_total = step[1];
+    let m0 = group.y * BM;
+    let n0 = group.x * BN;
+    if (m0 >= m_total) {
+        return;
+    }
+    if (NORM == 1u) {
+        for (var r = thread; r < BM; r += THREADS) {
+            var squares = 0.0;
+            if (m0 + r < m_total) {
+                for (var k = 0u; k < K; k++) {
+                    let v = x[(m0 + r) * K + k];
+                    squares += v * v;
+                }
+            }
+            inv_rms[r] = 1.0 / sqrt(squares / f32(K) + p.epsilon);
+        }
+        workgroupBarrier();
+    }
+    var acc: array<f32, RM * RN>;
+    var acc_b: array<f32, RM * RN>;
+    var a: array<f32, RM>;
+
+    for (var k0 = 0u; k0 < K; k0 += TK) {
+        for (var l = thread; l < TK * BM; l += THREADS) {
+            let m = m0 + l / TK;
+            let k = k0 + l % TK;
+            var v = 0.0;
+            if (m < m_total && k < K) {
+                v = x[m * K + k];
+                if (NORM == 1u) {
+                    v *= inv_rms[l / TK] * gain[k];
+                }
+            }
+            xt[(l % TK) * BM + l / TK] = v;
+        }
+        for (var l = thread; l < TK * BN; l += THREADS) {
+            let n = n0 + l / TK;
+            let k = k0 + l % TK;
+            var v = 0.0;
+            var v_b = 0.0;
+            if (n < p.n && k < K) {
+                v = weight(n, k);
+                if (MODE == 2u) {
+                    v_b = b_at(n, k, BLOCKS);
+                }
+            }
+            wt[(l % TK) * BN + l / TK] = v;
+            wt_b[(l % TK) * BN + l / TK] = v_b;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < TK; k++) {
+            for (var i = 0u; i < RM; i++) {
+                a[i] = xt[k * BM + local.y + i * WG_Y];
+            }
+            for (var j = 0u; j < RN; j++) {
+                let w = wt[k * BN + local.x + j * WG_X];
+                for (var i = 0u; i < RM; i++) {
+                    acc[i * RN + j] += a[i] * w;
+                }
+                if (MODE == 2u) {
+                    let w_b = wt_b[k * BN + local.x + j * WG_X];
+                    for (var i = 0u; i < RM; i++) {
+                        acc_b[i * RN + j] += a[i] * w_b;
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+
+    for (var i = 0u; i < RM; i++) {
+        let m = m0 + local.y + i * WG_Y;
+        for (var j = 0u; j < RN; j++) {
+            let n = n0 + local.x + j * WG_X;
+            if (m < m_total && n < p.n) {
+                let at = m * p.n + n;
+                let v = acc[i * RN + j];
+                switch MODE {
+                    case 1u: {
+                        var out = v;
+                        if (HAS_BIAS == 1u) {
+                            out += bias[n];
+                        }
+                        y[at] += out;
+                    }
+                    case 2u: {
+                        y[at] = silu(v) * acc_b[i * RN + j];
+                    }
+                    default: {
+                        var out = v;
+                        if (HAS_BIAS == 1u) {
+                            out += bias[n];
+                        }
+                        y[at] = out;
+                    }
+                }
+            }
+        }
+    }
+}

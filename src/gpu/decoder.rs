@@ -1,0 +1,265 @@
+//! The kernels of a decoder-only transformer's token step and prefill, over resident buffers
+//! (resident.rs): one-row products with fused RMSNorm and epilogues (shaders/decoder_matvec.wgsl),
+//! register-blocked tiles for many rows (decoder_tiles.wgsl), embedding lookup, RoPE + KV append,
+//! cached causal attention with an online softmax, and the greedy argmax. Each builder returns a
+//! `Recorded` dispatch; the model (llm/gpu_model.rs) decides their order. No model knowledge here.
+
+use super::cache;
+use super::context::Context;
+use super::resident::{bind, Recorded, ResidentMatrix};
+use crate::error::{Error, Result};
+
+const MATVEC_WGSL: &str = include_str!("../../shaders/decoder_matvec.wgsl");
+const TILES_WGSL: &str = include_str!("../../shaders/decoder_tiles.wgsl");
+const EMBED_WGSL: &str = include_str!("../../shaders/decoder_embed.wgsl");
+const ROPE_KV_WGSL: &str = include_str!("../../shaders/decoder_rope_kv.wgsl");
+const ATTENTION_WGSL: &str = include_str!("../../shaders/decoder_attention.wgsl");
+const ARGMAX_WGSL: &str = include_str!("../../shaders/decoder_argmax.wgsl");
+
+/// What a product does with its result (the MODE of the matvec and tile kernels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Epilogue {
+    /// y = W·x (+ bias).
+    Store = 0,
+    /// y += W·x: the residual add.
+    Add = 1,
+    /// y = silu(a·x)·(b·x).
+    SwiGlu = 2,
+    /// y = [a·x | b·x | c·x] (+ bias): the Q, K, V projections.
+    Concat = 3,
+}
+
+/// The buffers every decoder kernel may read besides its own: the step record [first position,
+/// new positions] and a small zero buffer bound where a kernel's optional input is absent.
+pub(crate) struct Shared<'a> {
+    pub step: &'a wgpu::Buffer,
+    pub none: &'a wgpu::Buffer,
+}
+
+/// A product of one or more matrices (Concat: 3, SwiGlu: 2, otherwise 1) with `x`.
+pub(crate) struct Product<'a> {
+    pub matrices: &'a [&'a ResidentMatrix],
+    pub epilogue: Epilogue,
+    pub x: &'a wgpu::Buffer,
+    pub y: &'a wgpu::Buffer,
+    pub bias: Option<&'a wgpu::Buffer>,
+}
+
+impl Product<'_> {
+    fn k(&self) -> usize {
+        self.matrices[0].cols
+    }
+
+    /// Output columns (rows of W; all three for Concat).
+    fn n(&self) -> usize {
+        match self.epilogue {
+            Epilogue::Concat => self.matrices.iter().map(|m| m.rows).sum(),
+            _ => self.matrices[0].rows,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let wanted = match self.epilogue {
+            Epilogue::Concat => 3,
+            Epilogue::SwiGlu => 2,
+            _ => 1,
+        };
+        let k = self.k();
+        if self.matrices.len() != wanted || self.matrices.iter().any(|m| m.cols != k) {
+            return Err(Error::Shape(format!("a {:?} product needs {wanted} matrices of width {k}", self.epilogue)));
+        }
+        if self.epilogue == Epilogue::SwiGlu && self.matrices[1].rows != self.matrices[0].rows {
+            return Err(Error::Shape("SwiGLU's gate and up matrices differ in rows".into()));
+        }
+        Ok(())
+    }
+
+    /// The matrices' WGSL as a, b, c (missing ones repeat the first: bound, never read).
+    fn sources(&self, dot: bool) -> (String, String, [&ResidentMatrix; 3]) {
+        let m = self.matrices;
+        let abc = [m[0], *m.get(1).unwrap_or(&m[0]), *m.get(2).unwrap_or(&m[0])];
+        let source = ["a", "b", "c"].iter().zip(abc).zip(6u32..).map(|((name, mat), binding)| mat.source(name, binding, dot)).collect();
+        let key = abc.iter().map(|m| m.format_key()).collect::<Vec<_>>().join(",");
+        (source, key, abc)
+    }
+}
+
+/// Threads per row for a row of `blocks` 32-value blocks: all of them up to 32, else the largest
+/// divisor ≤ 32 (so every lane takes the same number of blocks).
+fn lanes_for(blocks: usize) -> usize {
+    if blocks <= 32 {
+        return blocks.max(1);
+    }
+    (1..=32).rev().find(|l| blocks.is_multiple_of(*l)).unwrap_or(32)
+}
+
+/// One row of `x` (row 0, or the last new position's with `last_row`) through `product`, with
+/// x RMS-normalised by `norm` = (γ, ε) first.
+pub(crate) fn matvec(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, norm: Option<(&wgpu::Buffer, f32)>, last_row: bool) -> Result<Recorded> {
+    product.check()?;
+    let (k, rows) = (product.k(), product.n());
+    let lanes = lanes_for(k / 32);
+    let rows_per_group = (256 / lanes).max(1);
+    let header = format!(
+        "const LANES: u32 = {lanes}u;\nconst ROWS: u32 = {rows_per_group}u;\nconst K: u32 = {k}u;\nconst NORM: u32 = {}u;\n\
+         const MODE: u32 = {}u;\nconst HAS_BIAS: u32 = {}u;\n",
+        norm.is_some() as u32,
+        product.epilogue as u32,
+        product.bias.is_some() as u32
+    );
+    let (source, key, abc) = product.sources(true);
+    let pipeline = cache::pipeline(ctx, "decoder_matvec", format!("{header}// {key}\n"), &[&source, MATVEC_WGSL])?;
+    #[repr(C)]
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct Params {
+        rows: u32,
+        a_rows: u32,
+        b_rows: u32,
+        last_row: u32,
+        epsilon: f32,
+        _pad: [u32; 3],
+    }
+    let params = Params {
+        rows: rows as u32,
+        a_rows: abc[0].rows as u32,
+        b_rows: abc[1].rows as u32,
+        last_row: last_row as u32,
+        epsilon: norm.map_or(0.0, |n| n.1),
+        _pad: [0; 3],
+    };
+    let params = ctx.uniform("matvec params", &params)?;
+    let group = bind(
+        ctx,
+        &pipeline,
+        &[
+            (0, &params),
+            (1, product.x),
+            (2, norm.map_or(shared.none, |n| n.0)),
+            (3, product.bias.unwrap_or(shared.none)),
+            (4, shared.step),
+            (5, product.y),
+            (6, &abc[0].buffer),
+            (7, &abc[1].buffer),
+            (8, &abc[2].buffer),
+        ],
+    );
+    Ok(Recorded { pipeline, group, grid: ctx.grid(rows.div_ceil(rows_per_group))?, per_rows: None })
+}
+
+/// Rows of `x` up to `max_rows` (the rows computed are `step.count`) through `product`, each row
+/// RMS-normalised by `norm` = (γ, ε) first.
+pub(crate) fn tiles(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, norm: Option<(&wgpu::Buffer, f32)>, max_rows: usize) -> Result<Recorded> {
+    product.check()?;
+    let (k, n) = (product.k(), product.n());
+    let (wg_x, wg_y, rm, rn, tk) = (16, 16, 4, 4, 16);
+    let header = format!(
+        "const WG_X: u32 = {wg_x}u;\nconst WG_Y: u32 = {wg_y}u;\nconst RM: u32 = {rm}u;\nconst RN: u32 = {rn}u;\n\
+         const TK: u32 = {tk}u;\nconst K: u32 = {k}u;\nconst MODE: u32 = {}u;\nconst HAS_BIAS: u32 = {}u;\n\
+         const NORM: u32 = {}u;\n",
+        product.epilogue as u32,
+        product.bias.is_some() as u32,
+        norm.is_some() as u32
+    );
+    let (source, key, abc) = product.sources(false);
+    let pipeline = cache::pipeline(ctx, "decoder_tiles", format!("{header}// {key}\n"), &[&source, TILES_WGSL])?;
+    let epsilon = norm.map_or(0.0, |n| n.1);
+    let params: [u32; 4] = [n as u32, abc[0].rows as u32, abc[1].rows as u32, epsilon.to_bits()];
+    let params = ctx.uniform("tiles params", &params)?;
+    let group = bind(
+        ctx,
+        &pipeline,
+        &[
+            (0, &params),
+            (1, product.x),
+            (2, norm.map_or(shared.none, |n| n.0)),
+            (3, product.bias.unwrap_or(shared.none)),
+            (4, shared.step),
+            (5, product.y),
+            (6, &abc[0].buffer),
+            (7, &abc[1].buffer),
+            (8, &abc[2].buffer),
+        ],
+    );
+    let grid = (n.div_ceil(wg_x * rn) as u32, max_rows.div_ceil(wg_y * rm) as u32, 1);
+    Ok(Recorded { pipeline, group, grid, per_rows: Some((1, wg_y * rm)) })
+}
+
+/// y[t] = the table row of tokens[t], for t < step.count (at most `max_rows`).
+pub(crate) fn embed(ctx: &Context, shared: &Shared<'_>, table: &ResidentMatrix, tokens: &wgpu::Buffer, y: &wgpu::Buffer, max_rows: usize) -> Result<Recorded> {
+    let k = table.cols;
+    let pipeline = cache::pipeline(ctx, "decoder_embed", format!("const K: u32 = {k}u;\n// {}\n", table.format_key()), &[&table.source("a", 6, false), EMBED_WGSL])?;
+    let group = bind(ctx, &pipeline, &[(4, shared.step), (5, y), (6, &table.buffer), (9, tokens)]);
+    Ok(Recorded { pipeline, group, grid: (k.div_ceil(256) as u32, max_rows as u32, 1), per_rows: Some((1, 1)) })
+}
+
+/// The attention geometry shared by the RoPE/KV and attention kernels.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Heads {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Positions the caches hold.
+    pub capacity: usize,
+}
+
+/// The buffers of one attention layer: [Q | K | V] rows, the caches, the RoPE table (cos, sin
+/// per position and pair) and the output rows.
+pub(crate) struct AttentionBuffers<'a> {
+    pub qkv: &'a wgpu::Buffer,
+    pub k_cache: &'a wgpu::Buffer,
+    pub v_cache: &'a wgpu::Buffer,
+    pub rope: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
+}
+
+/// RoPE on the new rows' queries and keys, then K and V appended to the caches (prefill).
+pub(crate) fn rope_kv(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &AttentionBuffers<'_>, max_rows: usize) -> Result<Recorded> {
+    let pipeline = cache::pipeline(ctx, "decoder_rope_kv", format!("const HD: u32 = {}u;\n", heads.head_dim), &[ROPE_KV_WGSL])?;
+    let params: [u32; 4] = [heads.heads as u32, heads.kv_heads as u32, heads.capacity as u32, 0];
+    let params = ctx.uniform("rope params", &params)?;
+    let group = bind(ctx, &pipeline, &[(0, &params), (1, b.rope), (4, shared.step), (5, b.qkv), (10, b.k_cache), (11, b.v_cache)]);
+    Ok(Recorded { pipeline, group, grid: (max_rows as u32, 1, 1), per_rows: Some((0, 1)) })
+}
+
+/// Causal attention of the new rows against the caches; `fused` (a single new row) also does
+/// the RoPE and the cache append of `rope_kv`.
+pub(crate) fn attention(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &AttentionBuffers<'_>, max_rows: usize, fused: bool) -> Result<Recorded> {
+    let hd = heads.head_dim;
+    if hd % 2 != 0 || hd > 256 || heads.kv_heads == 0 || heads.heads % heads.kv_heads != 0 {
+        return Err(Error::Shape(format!(
+            "GPU attention needs an even head_dim ≤ 256 and heads a multiple of kv_heads, got head_dim {hd}, {} heads, {} kv heads",
+            heads.heads, heads.kv_heads
+        )));
+    }
+    let wg = hd.next_power_of_two().max(64);
+    let header = format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\nconst FUSED: u32 = {}u;\n", fused as u32);
+    let pipeline = cache::pipeline(ctx, "decoder_attention", header, &[ATTENTION_WGSL])?;
+    #[repr(C)]
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct Params {
+        heads: u32,
+        kv_heads: u32,
+        capacity: u32,
+        scale: f32,
+    }
+    let scale = (1.0 / (hd as f64).sqrt()) as f32;
+    let params = Params { heads: heads.heads as u32, kv_heads: heads.kv_heads as u32, capacity: heads.capacity as u32, scale };
+    let params = ctx.uniform("attention params", &params)?;
+    let group = bind(
+        ctx,
+        &pipeline,
+        &[(0, &params), (1, b.rope), (4, shared.step), (5, b.out), (10, b.k_cache), (11, b.v_cache), (12, b.qkv)],
+    );
+    Ok(Recorded { pipeline, group, grid: (heads.heads as u32, max_rows as u32, 1), per_rows: Some((1, 1)) })
+}
+
+/// tokens[0] = argmax of the first `n` logits.
+pub(crate) fn argmax(ctx: &Context, logits: &wgpu::Buffer, n: usize, tokens: &wgpu::Buffer) -> Result<Recorded> {
+    let limit = ctx.limits.max_compute_invocations_per_workgroup.min(ctx.limits.max_compute_workgroup_size_x).clamp(1, 1024);
+    let wg = 1u32 << (31 - limit.leading_zeros());
+    let pipeline = cache::pipeline(ctx, "decoder_argmax", format!("const WG: u32 = {wg}u;\n"), &[ARGMAX_WGSL])?;
+    let params: [u32; 4] = [n as u32, 0, 0, 0];
+    let params = ctx.uniform("argmax params", &params)?;
+    let group = bind(ctx, &pipeline, &[(0, &params), (1, logits), (9, tokens)]);
+    Ok(Recorded { pipeline, group, grid: (1, 1, 1), per_rows: None })
+}

@@ -1,0 +1,152 @@
+//! Resident GPU state for programs that run many dispatches over buffers that stay in VRAM (a
+//! decoder's token step): weight matrices kept in a format the kernels read directly
+//! (shaders/matrix.wgsl), bind groups with explicit binding numbers, and recorded dispatches
+//! replayed into one compute pass.
+
+use super::context::Context;
+use super::GpuWeights;
+use crate::codec::Packed;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+const MATRIX_WGSL: &str = include_str!("../../shaders/matrix.wgsl");
+const MATRIX_DOT_WGSL: &str = include_str!("../../shaders/matrix_dot.wgsl");
+
+/// A [rows × cols] weight matrix in VRAM, rows of whole 32-value blocks. `format` is the
+/// shaders/matrix.wgsl format number; `bits` the code width of format 6.
+pub(crate) struct ResidentMatrix {
+    pub buffer: wgpu::Buffer,
+    pub format: u32,
+    pub bits: u32,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+const F32: u32 = 0;
+const F16: u32 = 1;
+const BF16: u32 = 2;
+const Q4_0: u32 = 3;
+const Q4_1: u32 = 4;
+const Q8_0: u32 = 5;
+const CODES: u32 = 6;
+/// The code width other formats carry: any valid one (the shader's constant expressions for
+/// format 6 must still evaluate).
+const UNUSED_BITS: u32 = 8;
+
+/// GGML blocks re-laid to whole words: the f16 scale (and Q4_1's minimum) in the first word,
+/// then the codes. Q4_1's 20-byte blocks already are; Q4_0 (18) and Q8_0 (34) gain 2 padding
+/// bytes after the scale.
+fn word_aligned_blocks(p: &Packed) -> Vec<u8> {
+    let block = p.dtype.block_bytes().expect("a block dtype");
+    let blocks = p.n / DType::BLOCK_VALUES;
+    if block % 4 == 0 {
+        return p.bytes[..blocks * block].to_vec();
+    }
+    let mut out = Vec::with_capacity(blocks * (block + 2));
+    for b in p.bytes[..blocks * block].chunks_exact(block) {
+        out.extend_from_slice(&b[..2]);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&b[2..]);
+    }
+    out
+}
+
+impl ResidentMatrix {
+    /// Uploads `weights` as a [rows × cols] matrix. Packed codes stay packed (decoded in the
+    /// shader); 16- to 64-bit integer codes and float64, which no kernel reads directly, are
+    /// converted once to the f32 values the CPU computes with.
+    pub fn upload(ctx: &Context, label: &str, weights: GpuWeights<'_>, rows: usize, cols: usize) -> Result<ResidentMatrix> {
+        if weights.len() != rows * cols {
+            return Err(Error::Shape(format!("{label}: {} weights for a {rows} × {cols} matrix", weights.len())));
+        }
+        if !cols.is_multiple_of(DType::BLOCK_VALUES) {
+            return Err(Error::Shape(format!(
+                "{label}: rows of {cols} values; the GPU decoder kernels need rows of whole 32-value blocks"
+            )));
+        }
+        let decoded;
+        let (format, bits, bytes): (u32, u32, Vec<u8>) = match weights {
+            GpuWeights::F32 { values, .. } => (F32, UNUSED_BITS, bytemuck::cast_slice(values).to_vec()),
+            GpuWeights::Packed(p) => match p.dtype {
+                DType::Float32 => (F32, UNUSED_BITS, p.bytes.clone()),
+                DType::Float16 => (F16, UNUSED_BITS, p.bytes.clone()),
+                DType::BFloat16 => (BF16, UNUSED_BITS, p.bytes.clone()),
+                DType::Q4_0 => (Q4_0, UNUSED_BITS, word_aligned_blocks(p)),
+                DType::Q4_1 => (Q4_1, UNUSED_BITS, word_aligned_blocks(p)),
+                DType::Q8_0 => (Q8_0, UNUSED_BITS, word_aligned_blocks(p)),
+                dtype if dtype.bits() <= 8 => {
+                    let codes = 1u64 << dtype.bits();
+                    let mut bytes: Vec<u8> = (0..codes).flat_map(|c| p.value_of_code(c).to_le_bytes()).collect();
+                    bytes.extend_from_slice(&p.bytes);
+                    (CODES, dtype.bits() as u32, bytes)
+                }
+                _ => {
+                    decoded = p.decode_all();
+                    (F32, UNUSED_BITS, bytemuck::cast_slice(&decoded).to_vec())
+                }
+            },
+        };
+        let buffer = ctx.buffer_with(label, &bytes, wgpu::BufferUsages::STORAGE)?;
+        Ok(ResidentMatrix { buffer, format, bits, rows, cols })
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.buffer.size()
+    }
+
+    /// The WGSL that binds this matrix as `name` at `binding`: `name_at(row, k, blocks_per_row)`,
+    /// and with `dot` also `name_block_dot(row, blk, blocks_per_row, x0)`.
+    pub fn source(&self, name: &str, binding: u32, dot: bool) -> String {
+        let fill = |text: &str| {
+            text.replace("{{name}}", name)
+                .replace("{{binding}}", &binding.to_string())
+                .replace("{{format}}", &self.format.to_string())
+                .replace("{{bits}}", &self.bits.to_string())
+        };
+        let mut source = fill(MATRIX_WGSL);
+        if dot {
+            source += &fill(MATRIX_DOT_WGSL);
+        }
+        source
+    }
+
+    /// What distinguishes this matrix's WGSL from another's (pipelines are cached by it).
+    pub fn format_key(&self) -> String {
+        format!("{}:{}", self.format, self.bits)
+    }
+}
+
+/// A bind group for `pipeline` with each buffer at its binding number.
+pub(crate) fn bind(ctx: &Context, pipeline: &wgpu::ComputePipeline, entries: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry> = entries
+        .iter()
+        .map(|&(binding, buffer)| wgpu::BindGroupEntry { binding, resource: buffer.as_entire_binding() })
+        .collect();
+    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    })
+}
+
+/// One dispatch with everything bound, ready to be recorded again and again. A dispatch over
+/// rows (`per_rows`: the grid axis and rows per workgroup along it) is sized for the rows of
+/// each recording; its kernel reads the row count from the step record.
+pub(crate) struct Recorded {
+    pub pipeline: wgpu::ComputePipeline,
+    pub group: wgpu::BindGroup,
+    pub grid: (u32, u32, u32),
+    pub per_rows: Option<(usize, usize)>,
+}
+
+impl Recorded {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, rows: usize) {
+        let mut grid = [self.grid.0, self.grid.1, self.grid.2];
+        if let Some((axis, per_group)) = self.per_rows {
+            grid[axis] = rows.div_ceil(per_group).max(1) as u32;
+        }
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.group, &[]);
+        pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+    }
+}

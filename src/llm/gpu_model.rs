@@ -1,0 +1,455 @@
+//! The GPU-resident token step: a Transformer's weights, KV caches and activations live in VRAM;
+//! a prefill or a decode step is recorded into one command encoder and one compute pass and
+//! submitted once, and only the chosen token id (greedy, chosen on the GPU) or the logits (when
+//! the sampler needs them) come back. Kernels are gpu/decoder.rs's; this file owns their order:
+//! - decode: embed → per block [RMSNorm+QKV, attention (RoPE, cache append, online softmax),
+//!   O-projection+residual, RMSNorm+gate·up+SiLU·mul, down-projection+residual] → RMSNorm+head →
+//!   argmax, 5 dispatches a block;
+//! - prefill: the same with register-blocked tiles for the products and a separate RoPE/append.
+
+use super::config::LlamaConfig;
+use crate::error::{Error, Result};
+use crate::gpu::decoder::{self, AttentionBuffers, Epilogue, Heads, Product, Shared};
+use crate::gpu::resident::{Recorded, ResidentMatrix};
+use crate::gpu::{context, Context, GpuWeights};
+use crate::layers::{Layer, Param};
+use crate::network::{Coord, VolumetricNetwork};
+
+/// Rows a prefill pass handles at once (longer prompts go in several passes).
+const CHUNK: usize = 256;
+/// Positions the caches first hold; they double (up to the context length) when full.
+const FIRST_CAPACITY: usize = 256;
+
+struct Block {
+    attn_norm: wgpu::Buffer,
+    q: ResidentMatrix,
+    k: ResidentMatrix,
+    v: ResidentMatrix,
+    qkv_bias: Option<wgpu::Buffer>,
+    o: ResidentMatrix,
+    o_bias: Option<wgpu::Buffer>,
+    ffn_norm: wgpu::Buffer,
+    gate: ResidentMatrix,
+    up: ResidentMatrix,
+    down: ResidentMatrix,
+}
+
+/// The resident weights of one model (shared by every sequence decoded with it).
+pub struct GpuModel {
+    ctx: &'static Context,
+    hidden: usize,
+    intermediate: usize,
+    vocab: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    rope_theta: f64,
+    context_length: usize,
+    epsilon: f32,
+    embed: ResidentMatrix,
+    /// None: tied to the embedding table.
+    head: Option<ResidentMatrix>,
+    blocks: Vec<Block>,
+    final_norm: wgpu::Buffer,
+    none: wgpu::Buffer,
+}
+
+fn decoded(param: &Param) -> Result<Vec<f32>> {
+    let store = param.read().unwrap();
+    let view = store.view()?;
+    let mut out = vec![0.0; view.len()];
+    view.decode_into(0, &mut out);
+    Ok(out)
+}
+
+fn matrix(ctx: &Context, label: &str, param: &Param, rows: usize, cols: usize) -> Result<ResidentMatrix> {
+    let store = param.read().unwrap();
+    ResidentMatrix::upload(ctx, label, GpuWeights::of(&store)?, rows, cols)
+}
+
+fn vector(ctx: &Context, label: &str, values: &[f32]) -> Result<wgpu::Buffer> {
+    ctx.storage(label, values)
+}
+
+fn layer_at(net: &VolumetricNetwork, x: usize, l: usize) -> Result<&Layer> {
+    net.slot(Coord { z: 0, y: 0, x, l })?
+        .map(|slot| &*slot.layer)
+        .ok_or_else(|| Error::Value(format!("the transformer grid has no layer at (0,0,{x},{l})")))
+}
+
+fn norm_gain(ctx: &Context, label: &str, layer: &Layer) -> Result<wgpu::Buffer> {
+    match layer {
+        Layer::Norm(n) => vector(ctx, label, &decoded(&n.gain)?),
+        other => Err(Error::Value(format!("{label}: expected an RMSNorm, found {}", other.type_name()))),
+    }
+}
+
+impl GpuModel {
+    /// Uploads the weights of a transformer laid out as llm/model.rs builds it.
+    pub fn upload(config: &LlamaConfig, net: &VolumetricNetwork) -> Result<GpuModel> {
+        let ctx = context()?;
+        ctx.scoped("uploading the transformer", || GpuModel::build(ctx, config, net))
+    }
+
+    fn build(ctx: &'static Context, c: &LlamaConfig, net: &VolumetricNetwork) -> Result<GpuModel> {
+        let (d, i) = (c.hidden_size, c.intermediate_size);
+        let (q_width, kv_width) = (c.query_width(), c.kv_width());
+        let Layer::Embedding(embedding) = layer_at(net, 0, 0)? else {
+            return Err(Error::Value("the transformer grid has no embedding at (0,0,0,0)".into()));
+        };
+        let embed = matrix(ctx, "embedding", &embedding.table, c.vocab_size, d)?;
+        let mut blocks = Vec::with_capacity(c.num_hidden_layers);
+        for b in 0..c.num_hidden_layers {
+            let x = b + 1;
+            let Layer::MultiHeadAttention(attn) = layer_at(net, x, 1)? else {
+                return Err(Error::Value(format!("block {b}: no attention at (0,0,{x},1)")));
+            };
+            let Layer::SwiGlu(mlp) = layer_at(net, x, 4)? else {
+                return Err(Error::Value(format!("block {b}: no SwiGLU at (0,0,{x},4)")));
+            };
+            let (qkv_bias, o_bias) = match &attn.biases {
+                Some(biases) => {
+                    let qkv = [decoded(&biases.q)?, decoded(&biases.k)?, decoded(&biases.v)?].concat();
+                    (Some(vector(ctx, "qkv bias", &qkv)?), Some(vector(ctx, "o bias", &decoded(&biases.o)?)?))
+                }
+                None => (None, None),
+            };
+            blocks.push(Block {
+                attn_norm: norm_gain(ctx, &format!("block {b} attention norm"), layer_at(net, x, 0)?)?,
+                q: matrix(ctx, "q", &attn.wq, q_width, d)?,
+                k: matrix(ctx, "k", &attn.wk, kv_width, d)?,
+                v: matrix(ctx, "v", &attn.wv, kv_width, d)?,
+                qkv_bias,
+                o: matrix(ctx, "o", &attn.wo, d, q_width)?,
+                o_bias,
+                ffn_norm: norm_gain(ctx, &format!("block {b} feed-forward norm"), layer_at(net, x, 3)?)?,
+                gate: matrix(ctx, "gate", &mlp.w_gate, i, d)?,
+                up: matrix(ctx, "up", &mlp.w_up, i, d)?,
+                down: matrix(ctx, "down", &mlp.w_down, d, i)?,
+            });
+        }
+        let head_column = c.num_hidden_layers + 1;
+        let final_norm = norm_gain(ctx, "final norm", layer_at(net, head_column, 0)?)?;
+        let Layer::Dense(head) = layer_at(net, head_column, 1)? else {
+            return Err(Error::Value(format!("the transformer grid has no LM head at (0,0,{head_column},1)")));
+        };
+        let head = match std::sync::Arc::ptr_eq(&head.weights, &embedding.table) {
+            true => None,
+            false => Some(matrix(ctx, "lm head", &head.weights, c.vocab_size, d)?),
+        };
+        Ok(GpuModel {
+            ctx,
+            hidden: d,
+            intermediate: i,
+            vocab: c.vocab_size,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            rope_theta: c.rope_theta,
+            context_length: c.max_position_embeddings,
+            epsilon: c.rms_norm_eps as f32,
+            embed,
+            head,
+            blocks,
+            final_norm,
+            none: ctx.storage("none", &[0.0; 4])?,
+        })
+    }
+
+    /// VRAM held by the weights.
+    pub fn weight_bytes(&self) -> u64 {
+        let matrices = self.blocks.iter().flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down]);
+        let vectors = self.blocks.iter().flat_map(|b| [Some(&b.attn_norm), Some(&b.ffn_norm), b.qkv_bias.as_ref(), b.o_bias.as_ref()]).flatten();
+        matrices.chain([&self.embed]).chain(&self.head).map(ResidentMatrix::bytes).sum::<u64>()
+            + vectors.chain([&self.final_norm]).map(|b| b.size()).sum::<u64>()
+    }
+
+    fn head(&self) -> &ResidentMatrix {
+        self.head.as_ref().unwrap_or(&self.embed)
+    }
+
+    fn qkv_width(&self) -> usize {
+        (self.heads + 2 * self.kv_heads) * self.head_dim
+    }
+
+    /// A new sequence's state: caches for FIRST_CAPACITY positions (they grow on demand).
+    pub fn start(&self) -> Result<GpuState> {
+        self.ctx.scoped("allocating a GPU decode state", || GpuState::new(self, FIRST_CAPACITY.min(self.context_length)))
+    }
+}
+
+/// One sequence on the GPU: caches, activations, and the recorded prefill and decode programs.
+pub struct GpuState {
+    len: usize,
+    capacity: usize,
+    step: wgpu::Buffer,
+    tokens: wgpu::Buffer,
+    x: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    attn: wgpu::Buffer,
+    h: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    k_caches: Vec<wgpu::Buffer>,
+    v_caches: Vec<wgpu::Buffer>,
+    rope: wgpu::Buffer,
+    token_staging: wgpu::Buffer,
+    logits_staging: wgpu::Buffer,
+    prefill: Vec<Recorded>,
+    decode: Vec<Recorded>,
+}
+
+/// cos and sin of RoPE's angle for every position < capacity and pair, computed in f64 as the
+/// CPU's kernels/attention.rs does.
+fn rope_table(m: &GpuModel, capacity: usize) -> Vec<f32> {
+    let half = m.head_dim / 2;
+    let base = if m.rope_theta > 0.0 { m.rope_theta } else { 10000.0 };
+    let mut table = Vec::with_capacity(capacity * half * 2);
+    for pos in 0..capacity {
+        for i in 0..half {
+            let angle = pos as f64 * base.powf(-2.0 * i as f64 / m.head_dim as f64);
+            table.push(angle.cos() as f32);
+            table.push(angle.sin() as f32);
+        }
+    }
+    table
+}
+
+impl GpuState {
+    fn new(m: &GpuModel, capacity: usize) -> Result<GpuState> {
+        use wgpu::BufferUsages as U;
+        let ctx = m.ctx;
+        let f32s = |label: &str, len: usize, usage: U| ctx.empty_buffer(label, (len * 4) as u64, usage);
+        let cache_len = m.kv_heads * capacity * m.head_dim;
+        let cache_usage = U::STORAGE | U::COPY_SRC | U::COPY_DST;
+        let mut state = GpuState {
+            len: 0,
+            capacity,
+            step: f32s("step", 4, U::STORAGE | U::COPY_DST)?,
+            tokens: f32s("tokens", CHUNK, U::STORAGE | U::COPY_DST | U::COPY_SRC)?,
+            x: f32s("x", CHUNK * m.hidden, U::STORAGE)?,
+            qkv: f32s("qkv", CHUNK * m.qkv_width(), U::STORAGE)?,
+            attn: f32s("attention", CHUNK * m.heads * m.head_dim, U::STORAGE)?,
+            h: f32s("h", CHUNK * m.intermediate, U::STORAGE)?,
+            logits: f32s("logits", m.vocab, U::STORAGE | U::COPY_SRC)?,
+            k_caches: (0..m.blocks.len()).map(|_| f32s("k cache", cache_len, cache_usage)).collect::<Result<_>>()?,
+            v_caches: (0..m.blocks.len()).map(|_| f32s("v cache", cache_len, cache_usage)).collect::<Result<_>>()?,
+            rope: ctx.storage("rope", &rope_table(m, capacity))?,
+            token_staging: f32s("token staging", 4, U::MAP_READ | U::COPY_DST)?,
+            logits_staging: f32s("logits staging", m.vocab, U::MAP_READ | U::COPY_DST)?,
+            prefill: Vec::new(),
+            decode: Vec::new(),
+        };
+        state.record_programs(m)?;
+        Ok(state)
+    }
+
+    /// Positions decoded so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Start a new sequence (buffers are kept).
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+
+    /// VRAM held by this sequence (caches and activations).
+    pub fn bytes(&self) -> u64 {
+        let buffers = [&self.step, &self.tokens, &self.x, &self.qkv, &self.attn, &self.h, &self.logits, &self.rope];
+        buffers.iter().map(|b| b.size()).sum::<u64>() + self.k_caches.iter().chain(&self.v_caches).map(|b| b.size()).sum::<u64>()
+    }
+
+    /// Bind every kernel of the prefill and decode programs to this state's buffers.
+    fn record_programs(&mut self, m: &GpuModel) -> Result<()> {
+        let ctx = m.ctx;
+        let shared = Shared { step: &self.step, none: &m.none };
+        let heads = Heads { heads: m.heads, kv_heads: m.kv_heads, head_dim: m.head_dim, capacity: self.capacity };
+        let eps = m.epsilon;
+        let mut prefill = vec![decoder::embed(ctx, &shared, &m.embed, &self.tokens, &self.x, CHUNK)?];
+        let mut decode = vec![decoder::embed(ctx, &shared, &m.embed, &self.tokens, &self.x, 1)?];
+        for (b, block) in m.blocks.iter().enumerate() {
+            let qkv = Product { matrices: &[&block.q, &block.k, &block.v], epilogue: Epilogue::Concat, x: &self.x, y: &self.qkv, bias: block.qkv_bias.as_ref() };
+            let attention = AttentionBuffers { qkv: &self.qkv, k_cache: &self.k_caches[b], v_cache: &self.v_caches[b], rope: &self.rope, out: &self.attn };
+            let o = Product { matrices: &[&block.o], epilogue: Epilogue::Add, x: &self.attn, y: &self.x, bias: block.o_bias.as_ref() };
+            let gate_up = Product { matrices: &[&block.gate, &block.up], epilogue: Epilogue::SwiGlu, x: &self.x, y: &self.h, bias: None };
+            let down = Product { matrices: &[&block.down], epilogue: Epilogue::Add, x: &self.h, y: &self.x, bias: None };
+            prefill.extend([
+                decoder::tiles(ctx, &shared, &qkv, Some((&block.attn_norm, eps)), CHUNK)?,
+                decoder::rope_kv(ctx, &shared, heads, &attention, CHUNK)?,
+                decoder::attention(ctx, &shared, heads, &attention, CHUNK, false)?,
+                decoder::tiles(ctx, &shared, &o, None, CHUNK)?,
+                decoder::tiles(ctx, &shared, &gate_up, Some((&block.ffn_norm, eps)), CHUNK)?,
+                decoder::tiles(ctx, &shared, &down, None, CHUNK)?,
+            ]);
+            decode.extend([
+                decoder::matvec(ctx, &shared, &qkv, Some((&block.attn_norm, eps)), false)?,
+                decoder::attention(ctx, &shared, heads, &attention, 1, true)?,
+                decoder::matvec(ctx, &shared, &o, None, false)?,
+                decoder::matvec(ctx, &shared, &gate_up, Some((&block.ffn_norm, eps)), false)?,
+                decoder::matvec(ctx, &shared, &down, None, false)?,
+            ]);
+        }
+        let head = Product { matrices: &[m.head()], epilogue: Epilogue::Store, x: &self.x, y: &self.logits, bias: None };
+        for (program, last_row) in [(&mut prefill, true), (&mut decode, false)] {
+            program.push(decoder::matvec(ctx, &shared, &head, Some((&m.final_norm, eps)), last_row)?);
+            program.push(decoder::argmax(ctx, &self.logits, m.vocab, &self.tokens)?);
+        }
+        self.prefill = prefill;
+        self.decode = decode;
+        Ok(())
+    }
+
+    /// Makes room for `needed` positions: bigger caches (the old positions copied over), a longer
+    /// RoPE table, and the programs bound again.
+    fn reserve(&mut self, m: &GpuModel, needed: usize) -> Result<()> {
+        if needed <= self.capacity {
+            return Ok(());
+        }
+        if needed > m.context_length {
+            return Err(Error::Value(format!("{needed} positions exceed the context length {}", m.context_length)));
+        }
+        let capacity = (self.capacity * 2).max(needed).min(m.context_length);
+        let ctx = m.ctx;
+        use wgpu::BufferUsages as U;
+        let cache_bytes = (m.kv_heads * capacity * m.head_dim * 4) as u64;
+        let usage = U::STORAGE | U::COPY_SRC | U::COPY_DST;
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        let grow = |old: &[wgpu::Buffer], encoder: &mut wgpu::CommandEncoder| -> Result<Vec<wgpu::Buffer>> {
+            old.iter()
+                .map(|old| {
+                    let new = ctx.empty_buffer("kv cache", cache_bytes, usage)?;
+                    // Layout [kv_head][capacity][head_dim]: each head's filled rows move on their own.
+                    let row_bytes = (m.head_dim * 4) as u64;
+                    for head in 0..m.kv_heads as u64 {
+                        let from = head * self.capacity as u64 * row_bytes;
+                        let to = head * capacity as u64 * row_bytes;
+                        encoder.copy_buffer_to_buffer(old, from, &new, to, self.len as u64 * row_bytes);
+                    }
+                    Ok(new)
+                })
+                .collect()
+        };
+        let k = grow(&self.k_caches, &mut encoder)?;
+        let v = grow(&self.v_caches, &mut encoder)?;
+        ctx.queue.submit([encoder.finish()]);
+        self.k_caches = k;
+        self.v_caches = v;
+        self.rope = ctx.storage("rope", &rope_table(m, capacity))?;
+        self.capacity = capacity;
+        self.record_programs(m)
+    }
+
+    /// Feeds `ids` at the next positions; returns the greedy choice, made on the GPU.
+    pub fn greedy(&mut self, m: &GpuModel, ids: &[u32]) -> Result<u32> {
+        m.ctx.scoped("a GPU decode step", || {
+            self.submit(m, ids, true)?;
+            Ok(m.ctx.read_f32(&self.token_staging, 1)?[0].to_bits())
+        })
+    }
+
+    /// Feeds `ids` at the next positions; returns the last position's logits.
+    pub fn logits(&mut self, m: &GpuModel, ids: &[u32]) -> Result<Vec<f32>> {
+        m.ctx.scoped("a GPU decode step", || {
+            self.submit(m, ids, false)?;
+            m.ctx.read_f32(&self.logits_staging, m.vocab)
+        })
+    }
+
+    /// Feeds `ids` from an empty sequence and returns every position's logits [len × vocab]
+    /// (the prefill path, with the head applied to every row).
+    pub fn all_logits(&mut self, m: &GpuModel, ids: &[u32]) -> Result<Vec<f32>> {
+        let ctx = m.ctx;
+        ctx.scoped("GPU logits", || {
+            self.check_ids(m, ids)?;
+            self.reset();
+            self.reserve(m, ids.len())?;
+            let rows = ids.len().min(CHUNK);
+            let out = ctx.output("all logits", rows * m.vocab)?;
+            let staging = ctx.empty_buffer("all logits staging", (rows * m.vocab * 4) as u64, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
+            let shared = Shared { step: &self.step, none: &m.none };
+            let head = Product { matrices: &[m.head()], epilogue: Epilogue::Store, x: &self.x, y: &out, bias: None };
+            let head = decoder::tiles(ctx, &shared, &head, Some((&m.final_norm, m.epsilon)), rows)?;
+            let mut all = Vec::with_capacity(ids.len() * m.vocab);
+            for chunk in ids.chunks(CHUNK) {
+                let bytes = (chunk.len() * m.vocab * 4) as u64;
+                self.run(m, chunk, Tail::Rows { head: &head, out: &out, staging: &staging, bytes })?;
+                all.extend(ctx.read_f32(&staging, chunk.len() * m.vocab)?);
+            }
+            Ok(all)
+        })
+    }
+
+    fn check_ids(&self, m: &GpuModel, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::Value("no token ids given".into()));
+        }
+        if let Some((i, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= m.vocab) {
+            return Err(Error::Value(format!("token id {id} at position {i} is outside the vocabulary (size {})", m.vocab)));
+        }
+        Ok(())
+    }
+
+    /// Submits `ids` in passes of at most CHUNK rows; the last one copies the token (`greedy`)
+    /// or the logits to staging.
+    fn submit(&mut self, m: &GpuModel, ids: &[u32], greedy: bool) -> Result<()> {
+        self.check_ids(m, ids)?;
+        self.reserve(m, self.len + ids.len())?;
+        let chunks: Vec<&[u32]> = ids.chunks(CHUNK).collect();
+        for (n, chunk) in chunks.iter().enumerate() {
+            let tail = match (n + 1 == chunks.len(), greedy) {
+                (false, _) => Tail::Nothing,
+                (true, true) => Tail::Token,
+                (true, false) => Tail::Logits,
+            };
+            self.run(m, chunk, tail)?;
+        }
+        Ok(())
+    }
+
+    /// One submission: the rows of `ids` through the blocks, then `tail`.
+    fn run(&mut self, m: &GpuModel, ids: &[u32], tail: Tail<'_>) -> Result<()> {
+        let ctx = m.ctx;
+        let rows = ids.len();
+        ctx.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[self.len as u32, rows as u32, 0, 0]));
+        ctx.queue.write_buffer(&self.tokens, 0, bytemuck::cast_slice(ids));
+        let program = if rows == 1 { &self.decode } else { &self.prefill };
+        // The last two dispatches are the head and the argmax.
+        let (body, head) = program.split_at(program.len() - 2);
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for dispatch in body {
+                dispatch.record(&mut pass, rows);
+            }
+            match tail {
+                Tail::Token | Tail::Logits => head.iter().for_each(|d| d.record(&mut pass, rows)),
+                Tail::Rows { head, .. } => head.record(&mut pass, rows),
+                Tail::Nothing => {}
+            }
+        }
+        match tail {
+            Tail::Token => encoder.copy_buffer_to_buffer(&self.tokens, 0, &self.token_staging, 0, 4),
+            Tail::Logits => encoder.copy_buffer_to_buffer(&self.logits, 0, &self.logits_staging, 0, (m.vocab * 4) as u64),
+            Tail::Rows { out, staging, bytes, .. } => encoder.copy_buffer_to_buffer(out, 0, staging, 0, bytes),
+            Tail::Nothing => {}
+        }
+        ctx.queue.submit([encoder.finish()]);
+        self.len += rows;
+        Ok(())
+    }
+}
+
+/// What a submission ends with.
+enum Tail<'a> {
+    Nothing,
+    /// Head, argmax, and the token copied to staging.
+    Token,
+    /// Head on the last row, its logits copied to staging.
+    Logits,
+    /// `head` on every row into `out`, `bytes` of it copied to `staging`.
+    Rows { head: &'a Recorded, out: &'a wgpu::Buffer, staging: &'a wgpu::Buffer, bytes: u64 },
+}
