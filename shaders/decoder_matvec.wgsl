@@ -1,11 +1,13 @@
 // shaders/decoder_matvec.wgsl — a decoder's one-row products y = W·x read straight from resident
-// matrices (shaders/matrix.wgsl + matrix_dot.wgsl as a, b, c), with the RMSNorm of x fused in
-// front and the next operation fused behind (MODE): 0 store (+ bias), 1 add into y (the
+// matrices (shaders/matrix.wgsl + matrix_dot.wgsl as a, b, c), with what comes before fused in
+// front and the next operation fused behind (MODE): 0 store (+ bias), 1 add into y (+ bias: the
 // residual), 2 SwiGLU: y = silu(a·x)·(b·x), 3 the concatenated [a; b; c]·x + bias (Q, K, V).
-// A bias is added before the residual add too. Prepended: LANES threads share a row (each takes blocks lane, lane + LANES, …), ROWS rows per
-// workgroup, K (the row width), NORM (1: x is RMS-normalised with gain γ first), MODE and
-// HAS_BIAS.
-// x is row `step.count − 1` of its buffer when LAST_ROW (a prefill's last position), else row 0.
+// In front: with COMBINE, x is the split attention's partial softmaxes
+// (decoder_attention_decode.wgsl), merged here; with NORM, x is RMS-normalised with gain γ.
+// LANES (a power of two) threads share a row, each taking blocks lane, lane + LANES, …; ROWS
+// rows at a time, REPEAT times per workgroup (amortising the prologue over more rows).
+// x is row `step.count − 1` of its buffer when last_row (a prefill's last position), else row 0.
+// Prepended: LANES, ROWS, REPEAT, K, NORM, MODE, HAS_BIAS, COMBINE, HD, KC, S_MAX.
 
 struct Params {
     rows: u32,
@@ -29,7 +31,6 @@ const WG: u32 = LANES * ROWS;
 const BLOCKS: u32 = K / 32u;
 
 var<workgroup> xs: array<f32, K>;
-var<workgroup> xsum: array<f32, BLOCKS>;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_b: array<f32, WG>;
 
@@ -37,24 +38,38 @@ fn silu(v: f32) -> f32 {
     return v / (1.0 + exp(-v));
 }
 
-// The sum over the workgroup of each thread's `value`.
+// The sum over the workgroup of each thread's `value` (a tree in `red`).
 fn workgroup_total(lid: u32, value: f32) -> f32 {
     red[lid] = value;
     workgroupBarrier();
-    if (lid < 32u) {
-        var s = 0.0;
-        for (var i = lid; i < WG; i += 32u) {
-            s += red[i];
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if (lid < stride) {
+            red[lid] += red[lid + stride];
         }
-        red_b[lid] = s;
+        workgroupBarrier();
     }
-    workgroupBarrier();
-    var total = 0.0;
-    for (var i = 0u; i < min(32u, WG); i++) {
-        total += red_b[i];
-    }
+    let total = red[0];
     workgroupBarrier();
     return total;
+}
+
+// Element i of the attention output: head i / HD's splits merged (their maxima, sums and
+// unnormalised values rescaled to the overall maximum).
+fn combined(i: u32, splits: u32) -> f32 {
+    let base = (i / HD) * S_MAX * (HD + 2u);
+    var m = -3.4028235e38;
+    for (var s = 0u; s < splits; s++) {
+        m = max(m, x[base + s * (HD + 2u) + HD]);
+    }
+    var l = 0.0;
+    var acc = 0.0;
+    for (var s = 0u; s < splits; s++) {
+        let at = base + s * (HD + 2u);
+        let scale = exp(x[at + HD] - m);
+        l += x[at + HD + 1u] * scale;
+        acc += x[at + i % HD] * scale;
+    }
+    return acc / l;
 }
 
 @compute @workgroup_size(WG)
@@ -67,9 +82,15 @@ fn main(
     if (p.last_row == 1u) {
         x0 = (step[1] - 1u) * K;
     }
+    let splits = (step[0] + KC) / KC;
     var squares = 0.0;
     for (var i = lid; i < K; i += WG) {
-        let v = x[x0 + i];
+        var v = 0.0;
+        if (COMBINE == 1u) {
+            v = combined(i, splits);
+        } else {
+            v = x[x0 + i];
+        }
         xs[i] = v;
         squares += v * v;
     }
@@ -80,69 +101,63 @@ fn main(
         }
     }
     workgroupBarrier();
-    for (var blk = lid; blk < BLOCKS; blk += WG) {
-        var s = 0.0;
-        for (var j = 0u; j < 32u; j++) {
-            s += xs[blk * 32u + j];
-        }
-        xsum[blk] = s;
-    }
-    workgroupBarrier();
 
     let lane = lid % LANES;
-    let row = (group.x + group.y * groups.x) * ROWS + lid / LANES;
-    var acc = 0.0;
-    var acc_b = 0.0;
-    if (row < p.rows) {
-        for (var blk = lane; blk < BLOCKS; blk += LANES) {
-            switch MODE {
-                case 2u: {
-                    acc += a_block_dot(row, blk, BLOCKS, 0u);
-                    acc_b += b_block_dot(row, blk, BLOCKS, 0u);
-                }
-                case 3u: {
-                    if (row < p.a_rows) {
+    let first_row = (group.x + group.y * groups.x) * ROWS * REPEAT + lid / LANES;
+    for (var r = 0u; r < REPEAT; r++) {
+        let row = first_row + r * ROWS;
+        var acc = 0.0;
+        var acc_b = 0.0;
+        if (row < p.rows) {
+            for (var blk = lane; blk < BLOCKS; blk += LANES) {
+                switch MODE {
+                    case 2u: {
                         acc += a_block_dot(row, blk, BLOCKS, 0u);
-                    } else if (row < p.a_rows + p.b_rows) {
-                        acc += b_block_dot(row - p.a_rows, blk, BLOCKS, 0u);
-                    } else {
-                        acc += c_block_dot(row - p.a_rows - p.b_rows, blk, BLOCKS, 0u);
+                        acc_b += b_block_dot(row, blk, BLOCKS, 0u);
+                    }
+                    case 3u: {
+                        if (row < p.a_rows) {
+                            acc += a_block_dot(row, blk, BLOCKS, 0u);
+                        } else if (row < p.a_rows + p.b_rows) {
+                            acc += b_block_dot(row - p.a_rows, blk, BLOCKS, 0u);
+                        } else {
+                            acc += c_block_dot(row - p.a_rows - p.b_rows, blk, BLOCKS, 0u);
+                        }
+                    }
+                    default: {
+                        acc += a_block_dot(row, blk, BLOCKS, 0u);
                     }
                 }
+            }
+        }
+        red[lid] = acc;
+        red_b[lid] = acc_b;
+        workgroupBarrier();
+        for (var stride = LANES / 2u; stride > 0u; stride /= 2u) {
+            if (lane < stride) {
+                red[lid] += red[lid + stride];
+                red_b[lid] += red_b[lid + stride];
+            }
+            workgroupBarrier();
+        }
+        if (lane == 0u && row < p.rows) {
+            let total = red[lid];
+            var v = total;
+            if (HAS_BIAS == 1u && MODE != 2u) {
+                v += bias[row];
+            }
+            switch MODE {
+                case 1u: {
+                    y[row] += v;
+                }
+                case 2u: {
+                    y[row] = silu(total) * red_b[lid];
+                }
                 default: {
-                    acc += a_block_dot(row, blk, BLOCKS, 0u);
+                    y[row] = v;
                 }
             }
         }
-    }
-    red[lid] = acc;
-    red_b[lid] = acc_b;
-    workgroupBarrier();
-    if (lane == 0u && row < p.rows) {
-        var total = 0.0;
-        var total_b = 0.0;
-        for (var i = 0u; i < LANES; i++) {
-            total += red[lid + i];
-            total_b += red_b[lid + i];
-        }
-        switch MODE {
-            case 1u: {
-                var v = total;
-                if (HAS_BIAS == 1u) {
-                    v += bias[row];
-                }
-                y[row] += v;
-            }
-            case 2u: {
-                y[row] = silu(total) * total_b;
-            }
-            default: {
-                var v = total;
-                if (HAS_BIAS == 1u) {
-                    v += bias[row];
-                }
-                y[row] = v;
-            }
-        }
+        workgroupBarrier();
     }
 }

@@ -1,6 +1,6 @@
 // shaders/matrix_dot.wgsl — the block dot product of a matrix from shaders/matrix.wgsl (same
 // template parameters), for kernels that stage the input vector in workgroup memory: they declare
-// `xs` (the vector) and `xsum` (the Σ of each 32-value block of xs, for the GGML formats).
+// `xs` (the vector).
 
 // Σ_j W[row, 32·blk + j] · xs[x0 + 32·blk + j] · xs[x0 + 32·blk + j] over one block.
 fn {{name}}_block_dot(row: u32, blk: u32, blocks_per_row: u32, x0: u32) -> f32 {
@@ -23,19 +23,23 @@ fn {{name}}_block_dot(row: u32, blk: u32, blocks_per_row: u32, x0: u32) -> f32 {
         }
         case 3u, 4u: {
             let dm = unpack2x16float({{name}}[base]);
+            var sx = 0.0;
             for (var i = 0u; i < 4u; i++) {
                 let word = {{name}}[base + 1u + i];
                 for (var b = 0u; b < 4u; b++) {
                     let byte = (word >> (8u * b)) & 0xFFu;
                     let j = xb + 4u * i + b;
-                    s += f32(byte & 0xFu) * xs[j] + f32(byte >> 4u) * xs[j + 16u];
+                    let lo = xs[j];
+                    let hi = xs[j + 16u];
+                    s += f32(byte & 0xFu) * lo + f32(byte >> 4u) * hi;
+                    sx += lo + hi;
                 }
             }
             // Q4_0 codes are q − 8, Q4_1 values q·d + m: both fold into d·Σq·x + c·Σx.
             if ({{name}}_FORMAT == 3u) {
-                return dm.x * (s - 8.0 * xsum[x0 / 32u + blk]);
+                return dm.x * (s - 8.0 * sx);
             }
-            return dm.x * s + dm.y * xsum[x0 / 32u + blk];
+            return dm.x * s + dm.y * sx;
         }
         case 5u: {
             let d = unpack2x16float({{name}}[base]).x;

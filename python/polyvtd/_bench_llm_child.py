@@ -1,7 +1,8 @@
 """One engine's run for ``python -m polyvtd.bench llm``, in a process of its own so that its
-peak RSS is its own: load the model, warm up, then time prefill of the prompt ids and greedy
-decoding, ``repeats`` times (best kept). Run by path (not as ``polyvtd._bench_llm_child``) so
-that a peer's process never imports polyvtd. Prints one JSON line."""
+peak RSS (and on the GPU its device memory) is its own: load the model, warm up, then time
+prefill of the prompt ids and greedy decoding, ``repeats`` times (best kept). Run by path (not as
+``polyvtd._bench_llm_child``) so that llama.cpp's process never imports polyvtd. Prints one JSON
+line."""
 
 import json
 import resource
@@ -13,15 +14,80 @@ import time
 # token`, the bytes its weights take or None).
 
 
-def polyvtd_engine(path, dtype, threads):
+def polyvtd_engine(path, dtype, threads, device):
     import polyvtd as pv
 
-    model = pv.Transformer.from_pretrained(path, dtype=dtype)
+    model = pv.Transformer.from_pretrained(path, dtype=dtype, device=device)
+    sessions = []
 
-    return lambda: model._native.session().feed, model.memory_bytes
+    def session():
+        sessions[:] = [model._native.session()]
+        return sessions[0].feed
+
+    # On the GPU: the resident weights and one sequence's caches and activations.
+    weight_bytes = model.gpu_weight_bytes + model._native.session().gpu_bytes if device == "gpu" else model.memory_bytes
+    return session, weight_bytes
 
 
-def llama_cpp_engine(path, dtype, threads):
+def transformers_engine(path, dtype, threads, device):
+    """HF transformers' LlamaForCausalLM in float16 on CUDA, built from the very weights polyvtd
+    loads (a GGUF's blocks dequantised; Q/K rows already in HF's order) and the same config."""
+    import numpy as np
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import polyvtd as pv
+
+    source = pv.Transformer.from_pretrained(path, dtype=dtype)
+    c = source.config
+    config = LlamaConfig(vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
+                         num_hidden_layers=c["num_hidden_layers"], num_attention_heads=c["num_attention_heads"],
+                         num_key_value_heads=c["num_key_value_heads"], head_dim=c["head_dim"], rms_norm_eps=c["rms_norm_eps"],
+                         rope_theta=c["rope_theta"], max_position_embeddings=c["max_position_embeddings"],
+                         tie_word_embeddings=c["tie_word_embeddings"], attention_bias=c["attention_bias"])
+    net = source.network
+
+    def tensor(store):
+        return torch.from_numpy(np.asarray(store.dequantize(), dtype=np.float32).reshape(store.shape))
+
+    state = {"model.embed_tokens.weight": tensor(net.layer(0, 0, 0, 0).parameters[0])}
+    for b in range(c["num_hidden_layers"]):
+        p, x = f"model.layers.{b}.", b + 1
+        attention = net.layer(0, 0, x, 1).parameters
+        mlp = net.layer(0, 0, x, 4).parameters
+        state[p + "input_layernorm.weight"] = tensor(net.layer(0, 0, x, 0).parameters[0])
+        state[p + "post_attention_layernorm.weight"] = tensor(net.layer(0, 0, x, 3).parameters[0])
+        for name, store in zip(["q", "k", "v", "o"], attention):
+            state[p + f"self_attn.{name}_proj.weight"] = tensor(store)
+        for name, store in zip(["q", "k", "v"], attention[4:7]):
+            state[p + f"self_attn.{name}_proj.bias"] = tensor(store)
+        for name, store in zip(["gate", "up", "down"], mlp):
+            state[p + f"mlp.{name}_proj.weight"] = tensor(store)
+    head = c["num_hidden_layers"] + 1
+    state["model.norm.weight"] = tensor(net.layer(0, 0, head, 0).parameters[0])
+    if not c["tie_word_embeddings"]:
+        state["lm_head.weight"] = tensor(net.layer(0, 0, head, 1).parameters[0])
+    del source, net
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(state, strict=False)
+    model = model.to("cuda", torch.float16).eval()
+    cache = [None]
+
+    @torch.no_grad()
+    def feed(ids):
+        out = model(torch.tensor([ids], device="cuda"), past_key_values=cache[0], use_cache=True)
+        cache[0] = out.past_key_values
+        return int(out.logits[0, -1].argmax())
+
+    def session():
+        cache[0] = None
+        return feed
+
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.parameters())
+    return session, weight_bytes
+
+
+def llama_cpp_engine(path, dtype, threads, device):
     import numpy as np
     from llama_cpp import Llama
 
@@ -38,7 +104,18 @@ def llama_cpp_engine(path, dtype, threads):
     return session, None
 
 
-ENGINES = {"polyvtd": polyvtd_engine, "llama.cpp": llama_cpp_engine}
+ENGINES = {"polyvtd": polyvtd_engine, "llama.cpp": llama_cpp_engine, "transformers": transformers_engine}
+
+
+def device_memory_used():
+    """Bytes in use on GPU 0 (NVML), or None without an NVIDIA driver and nvidia-ml-py."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).used
+    except Exception:
+        return None
 
 
 def peak_rss() -> int:
@@ -56,7 +133,9 @@ def peak_rss() -> int:
 
 
 def main(args):
-    session, weight_bytes = ENGINES[args["engine"]](args["model"], args.get("dtype"), args["threads"])
+    memory_before = device_memory_used()
+    device = args.get("device", "cpu")
+    session, weight_bytes = ENGINES[args["engine"]](args["model"], args.get("dtype"), args["threads"], device)
     ids, new_tokens = args["ids"], args["new_tokens"]
     session()(ids[:8])  # warm-up: first-touch page faults and thread start-up are not timed
     best_prefill = best_decode = 0.0
@@ -74,8 +153,10 @@ def main(args):
         decode_s = time.perf_counter() - started
         best_prefill = max(best_prefill, len(ids) / prefill_s)
         best_decode = max(best_decode, (new_tokens - 1) / decode_s)
+    memory_after = device_memory_used()
+    device_memory = None if memory_before is None or memory_after is None else memory_after - memory_before
     print(json.dumps({"prefill": best_prefill, "decode": best_decode, "peak_rss": peak_rss(),
-                      "weight_bytes": weight_bytes, "tokens": tokens}))
+                      "weight_bytes": weight_bytes, "device_memory": device_memory, "tokens": tokens}))
 
 
 if __name__ == "__main__":

@@ -258,9 +258,11 @@ def main(argv=None) -> int:
     lay.add_argument("--scale", type=float, default=1.0, help="shrink (<1) or grow the shapes")
     lay.add_argument("--only", nargs="*", help="layer type names to run (default: all)")
     lay.add_argument("--budget", type=float, default=0.3, help="seconds of repeats per figure")
-    llm = sub.add_parser("llm", help="SmolLM2-135M-Instruct prefill/decode speed and peak RSS vs llama.cpp")
+    llm = sub.add_parser("llm", help="SmolLM2-135M-Instruct prefill/decode speed and memory vs llama.cpp (CPU) "
+                                     "or HF transformers (--device gpu)")
+    llm.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     llm.add_argument("--model", default="smollm2")
-    llm.add_argument("--dtypes", nargs="*", default=["q4_1", "int8", "float32"])
+    llm.add_argument("--dtypes", nargs="*", help="default: q4_1 int8 float32 (CPU), q4_1 float16 (GPU)")
     llm.add_argument("--new-tokens", type=int, default=64)
     llm.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every engine")
     llm.add_argument("--rounds", type=int, default=3, help="fresh processes per engine, alternating")

@@ -1,6 +1,7 @@
-"""``python -m polyvtd.bench llm``: SmolLM2-135M-Instruct on the CPU — prefill and decode speed
-and peak memory for a ~105-token ChatML prompt and 64 greedy tokens, beside llama.cpp
-(``llama-cpp-python`` on the same GGUF, same thread count) when it is installed.
+"""``python -m polyvtd.bench llm``: SmolLM2-135M-Instruct prefill and decode speed and memory for
+a ~105-token ChatML prompt and 64 greedy tokens. On the CPU beside llama.cpp
+(``llama-cpp-python`` on the same GGUF, same thread count); with ``--device gpu`` beside HF
+transformers (PyTorch, float16 on CUDA, built from the same weights and config), when installed.
 
 Every engine runs in a fresh process of its own (``_bench_llm_child.py``), so its peak RSS is
 its own; the rounds alternate between engines so that a noisy neighbour slows them alike, and
@@ -26,7 +27,10 @@ CHILD = os.path.join(os.path.dirname(__file__), "_bench_llm_child.py")
 
 
 def prompt_ids(model: "pv.Transformer") -> list:
-    """The benchmark prompt through the model's own chat template (≈105 tokens for SmolLM2)."""
+    """The benchmark prompt through the model's own chat template (≈105 tokens for SmolLM2); a
+    model without a tokenizer gets 105 fixed pseudo-random ids."""
+    if model.tokenizer is None:
+        return [(7919 * i + 13) % model.config["vocab_size"] for i in range(105)]
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}]
     return model.tokenizer.encode(model.render(messages))
 
@@ -34,7 +38,7 @@ def prompt_ids(model: "pv.Transformer") -> list:
 def measure(engine: str, model: str, dtype, ids: list, args) -> dict:
     """One engine's figures, from a child process."""
     request = {"engine": engine, "model": model, "dtype": dtype, "ids": ids, "new_tokens": args.new_tokens,
-               "repeats": args.repeats, "threads": args.threads}
+               "repeats": args.repeats, "threads": args.threads, "device": args.device}
     env = {**os.environ, "RAYON_NUM_THREADS": str(args.threads)}
     done = subprocess.run([sys.executable, CHILD, json.dumps(request)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -58,11 +62,20 @@ def peers(model_path: str) -> tuple:
     return found, notes
 
 
-def run(args, table) -> None:
-    model_path = str(pv.models.resolve(args.model))
-    ids = prompt_ids(pv.Transformer.from_pretrained(model_path))
-    found, notes = peers(model_path)
-    runs = [("llama.cpp", None) for _ in found] + [("polyvtd", None if d == "q4_1" else d) for d in args.dtypes]
+def gpu_peers() -> tuple:
+    """HF transformers on CUDA when torch sees a GPU, else a note saying why not."""
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+        return [], ["transformers: torch and transformers are not installed"]
+    import torch
+
+    if not torch.cuda.is_available():
+        return [], ["transformers: torch sees no CUDA device"]
+    return ["transformers"], []
+
+
+def best_of_rounds(runs: list, model_path: str, ids: list, args, notes: list) -> dict:
+    """Each (engine, dtype) run `args.rounds` times, alternating; the best figures kept. A peer
+    that fails is dropped with a note; polyvtd failing is an error."""
     best: dict = {}
     for _ in range(args.rounds):
         for engine, dtype in list(runs):
@@ -80,6 +93,50 @@ def run(args, table) -> None:
                 got["decode"] = max(got["decode"], best[key]["decode"])
                 got["peak_rss"] = min(got["peak_rss"], best[key]["peak_rss"])
             best[key] = got
+    return best
+
+
+def as_loaded(model_path: str, dtype: str):
+    """None (the weights as stored) for "q4_1" on a GGUF file, which holds Q4_1 already."""
+    return None if dtype == "q4_1" and model_path.lower().endswith(".gguf") else dtype
+
+
+def run_gpu(args, table) -> None:
+    model_path = str(pv.models.resolve(args.model))
+    ids = prompt_ids(pv.Transformer.from_pretrained(model_path))
+    info = pv.gpu_info()
+    found, notes = gpu_peers()
+    runs = [(engine, as_loaded(model_path, d)) for d in args.dtypes or ["q4_1", "float16"] for engine in ["polyvtd", *found]]
+    best = best_of_rounds(runs, model_path, ids, args, notes)
+    rows = []
+    for (engine, dtype), got in best.items():
+        peer = best.get(("transformers", dtype)) if engine == "polyvtd" else None
+        device_mb = "—" if got.get("device_memory") is None else f"{got['device_memory'] / 1e6:,.0f}"
+        rows.append((engine, dtype or "Q4_1 (as stored)", f"{got['prefill']:,.0f}", f"{got['decode']:,.0f}",
+                     f"{got['weight_bytes'] / 1e6:,.0f}", device_mb,
+                     f"{got['prefill'] / peer['prefill']:.1f}×" if peer else "",
+                     f"{got['decode'] / peer['decode']:.1f}×" if peer else "",
+                     "same" if peer and peer["tokens"] == got["tokens"] else ("differ" if peer else "")))
+    title = (f"{os.path.basename(model_path)} on {info['name']} ({info['backend']}), {len(ids)}-token prompt, "
+             f"{args.new_tokens} greedy tokens (best of {args.rounds}×{args.repeats})")
+    print(table(title, ["engine", "weights", "prefill tok/s", "decode tok/s", "resident MB", "device memory Δ MB",
+                        "prefill vs transformers", "decode vs transformers", "greedy tokens"], rows))
+    print("  resident MB: polyvtd's weights + one sequence's caches and activations; transformers' float16 parameters.")
+    print("  device memory Δ: NVML's used memory after the runs minus before the process touched the GPU "
+          "(includes the driver's context).")
+    for note in notes:
+        print(f"  {note}")
+
+
+def run(args, table) -> None:
+    if args.device == "gpu":
+        return run_gpu(args, table)
+    model_path = str(pv.models.resolve(args.model))
+    ids = prompt_ids(pv.Transformer.from_pretrained(model_path))
+    found, notes = peers(model_path)
+    dtypes = args.dtypes or ["q4_1", "int8", "float32"]
+    runs = [("llama.cpp", None) for _ in found] + [("polyvtd", as_loaded(model_path, d)) for d in dtypes]
+    best = best_of_rounds(runs, model_path, ids, args, notes)
     peer = best.get(("llama.cpp", None))
 
     def ratio(ours: float, theirs, lower_is_better: bool = False) -> str:

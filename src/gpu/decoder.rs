@@ -6,7 +6,7 @@
 
 use super::cache;
 use super::context::Context;
-use super::resident::{bind, Recorded, ResidentMatrix};
+use super::resident::{bind, Recorded, ResidentMatrix, Scale};
 use crate::error::{Error, Result};
 
 const MATVEC_WGSL: &str = include_str!("../../shaders/decoder_matvec.wgsl");
@@ -14,6 +14,10 @@ const TILES_WGSL: &str = include_str!("../../shaders/decoder_tiles.wgsl");
 const EMBED_WGSL: &str = include_str!("../../shaders/decoder_embed.wgsl");
 const ROPE_KV_WGSL: &str = include_str!("../../shaders/decoder_rope_kv.wgsl");
 const ATTENTION_WGSL: &str = include_str!("../../shaders/decoder_attention.wgsl");
+const ATTENTION_DECODE_WGSL: &str = include_str!("../../shaders/decoder_attention_decode.wgsl");
+
+/// Keys per workgroup of the split decode attention.
+pub(crate) const KEYS_PER_SPLIT: usize = 32;
 const ARGMAX_WGSL: &str = include_str!("../../shaders/decoder_argmax.wgsl");
 
 /// What a product does with its result (the MODE of the matvec and tile kernels).
@@ -84,28 +88,41 @@ impl Product<'_> {
     }
 }
 
-/// Threads per row for a row of `blocks` 32-value blocks: all of them up to 32, else the largest
-/// divisor ≤ 32 (so every lane takes the same number of blocks).
-fn lanes_for(blocks: usize) -> usize {
-    if blocks <= 32 {
-        return blocks.max(1);
-    }
-    (1..=32).rev().find(|l| blocks.is_multiple_of(*l)).unwrap_or(32)
+/// What precedes a one-row product in its prologue.
+#[derive(Clone, Copy)]
+pub(crate) enum Prologue<'a> {
+    /// x as it is.
+    Plain,
+    /// x RMS-normalised with (γ, ε).
+    Norm(&'a wgpu::Buffer, f32),
+    /// x is the split decode attention's partials for `heads` (see `attention_decode`).
+    Combine(Heads),
 }
 
-/// One row of `x` (row 0, or the last new position's with `last_row`) through `product`, with
-/// x RMS-normalised by `norm` = (γ, ε) first.
-pub(crate) fn matvec(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, norm: Option<(&wgpu::Buffer, f32)>, last_row: bool) -> Result<Recorded> {
+/// One row of `x` (row 0, or the last new position's with `last_row`) through `product`, after
+/// `prologue`.
+pub(crate) fn matvec(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, prologue: Prologue<'_>, last_row: bool) -> Result<Recorded> {
     product.check()?;
     let (k, rows) = (product.k(), product.n());
-    let lanes = lanes_for(k / 32);
-    let rows_per_group = (256 / lanes).max(1);
+    // A power of two for the tree reduction; idle lanes beat lanes with unequal shares.
+    let lanes = (k / 32).next_power_of_two().min(32);
+    let rows_per_pass = 256 / lanes;
+    // Big matrices (an LM head) take several passes per workgroup, amortising the prologue.
+    let repeat = (rows / (rows_per_pass * 512)).clamp(1, 16);
+    let (norm, combine) = match prologue {
+        Prologue::Plain => (None, None),
+        Prologue::Norm(gain, epsilon) => (Some((gain, epsilon)), None),
+        Prologue::Combine(heads) => (None, Some(heads)),
+    };
+    let (hd, s_max) = combine.map_or((1, 1), |h| (h.head_dim, h.capacity.div_ceil(KEYS_PER_SPLIT)));
     let header = format!(
-        "const LANES: u32 = {lanes}u;\nconst ROWS: u32 = {rows_per_group}u;\nconst K: u32 = {k}u;\nconst NORM: u32 = {}u;\n\
-         const MODE: u32 = {}u;\nconst HAS_BIAS: u32 = {}u;\n",
+        "const LANES: u32 = {lanes}u;\nconst ROWS: u32 = {rows_per_pass}u;\nconst REPEAT: u32 = {repeat}u;\nconst K: u32 = {k}u;\n\
+         const NORM: u32 = {}u;\nconst MODE: u32 = {}u;\nconst HAS_BIAS: u32 = {}u;\nconst COMBINE: u32 = {}u;\n\
+         const HD: u32 = {hd}u;\nconst KC: u32 = {KEYS_PER_SPLIT}u;\nconst S_MAX: u32 = {s_max}u;\n",
         norm.is_some() as u32,
         product.epilogue as u32,
-        product.bias.is_some() as u32
+        product.bias.is_some() as u32,
+        combine.is_some() as u32
     );
     let (source, key, abc) = product.sources(true);
     let pipeline = cache::pipeline(ctx, "decoder_matvec", format!("{header}// {key}\n"), &[&source, MATVEC_WGSL])?;
@@ -143,7 +160,7 @@ pub(crate) fn matvec(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, 
             (8, &abc[2].buffer),
         ],
     );
-    Ok(Recorded { pipeline, group, grid: ctx.grid(rows.div_ceil(rows_per_group))?, per_rows: None })
+    Ok(Recorded { pipeline, group, grid: ctx.grid(rows.div_ceil(rows_per_pass * repeat))?, scale: Scale::Fixed })
 }
 
 /// Rows of `x` up to `max_rows` (the rows computed are `step.count`) through `product`, each row
@@ -181,7 +198,7 @@ pub(crate) fn tiles(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, n
         ],
     );
     let grid = (n.div_ceil(wg_x * rn) as u32, max_rows.div_ceil(wg_y * rm) as u32, 1);
-    Ok(Recorded { pipeline, group, grid, per_rows: Some((1, wg_y * rm)) })
+    Ok(Recorded { pipeline, group, grid, scale: Scale::Rows { axis: 1, per: wg_y * rm } })
 }
 
 /// y[t] = the table row of tokens[t], for t < step.count (at most `max_rows`).
@@ -189,7 +206,7 @@ pub(crate) fn embed(ctx: &Context, shared: &Shared<'_>, table: &ResidentMatrix, 
     let k = table.cols;
     let pipeline = cache::pipeline(ctx, "decoder_embed", format!("const K: u32 = {k}u;\n// {}\n", table.format_key()), &[&table.source("a", 6, false), EMBED_WGSL])?;
     let group = bind(ctx, &pipeline, &[(4, shared.step), (5, y), (6, &table.buffer), (9, tokens)]);
-    Ok(Recorded { pipeline, group, grid: (k.div_ceil(256) as u32, max_rows as u32, 1), per_rows: Some((1, 1)) })
+    Ok(Recorded { pipeline, group, grid: (k.div_ceil(256) as u32, max_rows as u32, 1), scale: Scale::Rows { axis: 1, per: 1 } })
 }
 
 /// The attention geometry shared by the RoPE/KV and attention kernels.
@@ -218,12 +235,10 @@ pub(crate) fn rope_kv(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &Atte
     let params: [u32; 4] = [heads.heads as u32, heads.kv_heads as u32, heads.capacity as u32, 0];
     let params = ctx.uniform("rope params", &params)?;
     let group = bind(ctx, &pipeline, &[(0, &params), (1, b.rope), (4, shared.step), (5, b.qkv), (10, b.k_cache), (11, b.v_cache)]);
-    Ok(Recorded { pipeline, group, grid: (max_rows as u32, 1, 1), per_rows: Some((0, 1)) })
+    Ok(Recorded { pipeline, group, grid: (max_rows as u32, 1, 1), scale: Scale::Rows { axis: 0, per: 1 } })
 }
 
-/// Causal attention of the new rows against the caches; `fused` (a single new row) also does
-/// the RoPE and the cache append of `rope_kv`.
-pub(crate) fn attention(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &AttentionBuffers<'_>, max_rows: usize, fused: bool) -> Result<Recorded> {
+fn check_heads(heads: Heads) -> Result<()> {
     let hd = heads.head_dim;
     if hd % 2 != 0 || hd > 256 || heads.kv_heads == 0 || heads.heads % heads.kv_heads != 0 {
         return Err(Error::Shape(format!(
@@ -231,9 +246,10 @@ pub(crate) fn attention(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &At
             heads.heads, heads.kv_heads
         )));
     }
-    let wg = hd.next_power_of_two().max(64);
-    let header = format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\nconst FUSED: u32 = {}u;\n", fused as u32);
-    let pipeline = cache::pipeline(ctx, "decoder_attention", header, &[ATTENTION_WGSL])?;
+    Ok(())
+}
+
+fn attention_params(ctx: &Context, heads: Heads) -> Result<wgpu::Buffer> {
     #[repr(C)]
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
     struct Params {
@@ -242,15 +258,40 @@ pub(crate) fn attention(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &At
         capacity: u32,
         scale: f32,
     }
-    let scale = (1.0 / (hd as f64).sqrt()) as f32;
-    let params = Params { heads: heads.heads as u32, kv_heads: heads.kv_heads as u32, capacity: heads.capacity as u32, scale };
-    let params = ctx.uniform("attention params", &params)?;
-    let group = bind(
-        ctx,
-        &pipeline,
-        &[(0, &params), (1, b.rope), (4, shared.step), (5, b.out), (10, b.k_cache), (11, b.v_cache), (12, b.qkv)],
-    );
-    Ok(Recorded { pipeline, group, grid: (heads.heads as u32, max_rows as u32, 1), per_rows: Some((1, 1)) })
+    let scale = (1.0 / (heads.head_dim as f64).sqrt()) as f32;
+    ctx.uniform("attention params", &Params { heads: heads.heads as u32, kv_heads: heads.kv_heads as u32, capacity: heads.capacity as u32, scale })
+}
+
+/// Causal attention of the new rows (RoPE applied and the caches filled by `rope_kv`) against
+/// the caches: one workgroup per (head, row) with an online softmax over the keys.
+pub(crate) fn attention(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &AttentionBuffers<'_>, max_rows: usize) -> Result<Recorded> {
+    check_heads(heads)?;
+    let hd = heads.head_dim;
+    let wg = hd.next_power_of_two().max(64);
+    let pipeline = cache::pipeline(ctx, "decoder_attention", format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\n"), &[ATTENTION_WGSL])?;
+    let params = attention_params(ctx, heads)?;
+    let group = bind(ctx, &pipeline, &[(0, &params), (4, shared.step), (5, b.out), (10, b.k_cache), (11, b.v_cache), (12, b.qkv)]);
+    Ok(Recorded { pipeline, group, grid: (heads.heads as u32, max_rows as u32, 1), scale: Scale::Rows { axis: 1, per: 1 } })
+}
+
+/// One decode step's attention split over the keys, KEYS_PER_SPLIT per workgroup, with RoPE and
+/// the cache append of the new position; `b.out` receives per (head, split) the unnormalised
+/// output, the maximum and the sum (HD + 2 values), merged by a `Prologue::Combine` product.
+pub(crate) fn attention_decode(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &AttentionBuffers<'_>) -> Result<Recorded> {
+    check_heads(heads)?;
+    let hd = heads.head_dim;
+    let wg = hd.next_power_of_two().max(KEYS_PER_SPLIT);
+    let s_max = heads.capacity.div_ceil(KEYS_PER_SPLIT);
+    let header = format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\nconst KC: u32 = {KEYS_PER_SPLIT}u;\nconst S_MAX: u32 = {s_max}u;\n");
+    let pipeline = cache::pipeline(ctx, "decoder_attention_decode", header, &[ATTENTION_DECODE_WGSL])?;
+    let params = attention_params(ctx, heads)?;
+    let group = bind(ctx, &pipeline, &[(0, &params), (1, b.rope), (4, shared.step), (5, b.out), (10, b.k_cache), (11, b.v_cache), (12, b.qkv)]);
+    Ok(Recorded { pipeline, group, grid: (heads.heads as u32, s_max as u32, 1), scale: Scale::Positions { axis: 1, per: KEYS_PER_SPLIT } })
+}
+
+/// The floats `attention_decode` writes for `heads`.
+pub(crate) fn decode_partials_len(heads: Heads) -> usize {
+    heads.heads * heads.capacity.div_ceil(KEYS_PER_SPLIT) * (heads.head_dim + 2)
 }
 
 /// tokens[0] = argmax of the first `n` logits.
@@ -261,5 +302,5 @@ pub(crate) fn argmax(ctx: &Context, logits: &wgpu::Buffer, n: usize, tokens: &wg
     let params: [u32; 4] = [n as u32, 0, 0, 0];
     let params = ctx.uniform("argmax params", &params)?;
     let group = bind(ctx, &pipeline, &[(0, &params), (1, logits), (9, tokens)]);
-    Ok(Recorded { pipeline, group, grid: (1, 1, 1), per_rows: None })
+    Ok(Recorded { pipeline, group, grid: (1, 1, 1), scale: Scale::Fixed })
 }

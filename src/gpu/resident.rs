@@ -129,21 +129,31 @@ pub(crate) fn bind(ctx: &Context, pipeline: &wgpu::ComputePipeline, entries: &[(
     })
 }
 
-/// One dispatch with everything bound, ready to be recorded again and again. A dispatch over
-/// rows (`per_rows`: the grid axis and rows per workgroup along it) is sized for the rows of
-/// each recording; its kernel reads the row count from the step record.
+/// How a dispatch's grid follows the step: fixed, or along `axis` one workgroup per `per` new
+/// rows or per `per` positions (those cached plus the new ones). Kernels read the actual counts
+/// from the step record.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Scale {
+    Fixed,
+    Rows { axis: usize, per: usize },
+    Positions { axis: usize, per: usize },
+}
+
+/// One dispatch with everything bound, ready to be recorded again and again.
 pub(crate) struct Recorded {
     pub pipeline: wgpu::ComputePipeline,
     pub group: wgpu::BindGroup,
     pub grid: (u32, u32, u32),
-    pub per_rows: Option<(usize, usize)>,
+    pub scale: Scale,
 }
 
 impl Recorded {
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, rows: usize) {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, rows: usize, positions: usize) {
         let mut grid = [self.grid.0, self.grid.1, self.grid.2];
-        if let Some((axis, per_group)) = self.per_rows {
-            grid[axis] = rows.div_ceil(per_group).max(1) as u32;
+        match self.scale {
+            Scale::Fixed => {}
+            Scale::Rows { axis, per } => grid[axis] = rows.div_ceil(per).max(1) as u32,
+            Scale::Positions { axis, per } => grid[axis] = positions.div_ceil(per).max(1) as u32,
         }
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.group, &[]);

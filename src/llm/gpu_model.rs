@@ -9,7 +9,7 @@
 
 use super::config::LlamaConfig;
 use crate::error::{Error, Result};
-use crate::gpu::decoder::{self, AttentionBuffers, Epilogue, Heads, Product, Shared};
+use crate::gpu::decoder::{self, AttentionBuffers, Epilogue, Heads, Product, Prologue, Shared};
 use crate::gpu::resident::{Recorded, ResidentMatrix};
 use crate::gpu::{context, Context, GpuWeights};
 use crate::layers::{Layer, Param};
@@ -168,6 +168,10 @@ impl GpuModel {
         self.head.as_ref().unwrap_or(&self.embed)
     }
 
+    fn heads_for(&self, capacity: usize) -> Heads {
+        Heads { heads: self.heads, kv_heads: self.kv_heads, head_dim: self.head_dim, capacity }
+    }
+
     fn qkv_width(&self) -> usize {
         (self.heads + 2 * self.kv_heads) * self.head_dim
     }
@@ -187,6 +191,8 @@ pub struct GpuState {
     x: wgpu::Buffer,
     qkv: wgpu::Buffer,
     attn: wgpu::Buffer,
+    /// The split decode attention's partial softmaxes (sized by the capacity).
+    partials: wgpu::Buffer,
     h: wgpu::Buffer,
     logits: wgpu::Buffer,
     k_caches: Vec<wgpu::Buffer>,
@@ -196,6 +202,8 @@ pub struct GpuState {
     logits_staging: wgpu::Buffer,
     prefill: Vec<Recorded>,
     decode: Vec<Recorded>,
+    /// What each decode dispatch computes (for `profile`).
+    decode_labels: Vec<&'static str>,
 }
 
 /// cos and sin of RoPE's angle for every position < capacity and pair, computed in f64 as the
@@ -229,6 +237,7 @@ impl GpuState {
             x: f32s("x", CHUNK * m.hidden, U::STORAGE)?,
             qkv: f32s("qkv", CHUNK * m.qkv_width(), U::STORAGE)?,
             attn: f32s("attention", CHUNK * m.heads * m.head_dim, U::STORAGE)?,
+            partials: f32s("attention partials", decoder::decode_partials_len(m.heads_for(capacity)), U::STORAGE)?,
             h: f32s("h", CHUNK * m.intermediate, U::STORAGE)?,
             logits: f32s("logits", m.vocab, U::STORAGE | U::COPY_SRC)?,
             k_caches: (0..m.blocks.len()).map(|_| f32s("k cache", cache_len, cache_usage)).collect::<Result<_>>()?,
@@ -238,6 +247,7 @@ impl GpuState {
             logits_staging: f32s("logits staging", m.vocab, U::MAP_READ | U::COPY_DST)?,
             prefill: Vec::new(),
             decode: Vec::new(),
+            decode_labels: Vec::new(),
         };
         state.record_programs(m)?;
         Ok(state)
@@ -259,7 +269,7 @@ impl GpuState {
 
     /// VRAM held by this sequence (caches and activations).
     pub fn bytes(&self) -> u64 {
-        let buffers = [&self.step, &self.tokens, &self.x, &self.qkv, &self.attn, &self.h, &self.logits, &self.rope];
+        let buffers = [&self.step, &self.tokens, &self.x, &self.qkv, &self.attn, &self.partials, &self.h, &self.logits, &self.rope];
         buffers.iter().map(|b| b.size()).sum::<u64>() + self.k_caches.iter().chain(&self.v_caches).map(|b| b.size()).sum::<u64>()
     }
 
@@ -267,39 +277,45 @@ impl GpuState {
     fn record_programs(&mut self, m: &GpuModel) -> Result<()> {
         let ctx = m.ctx;
         let shared = Shared { step: &self.step, none: &m.none };
-        let heads = Heads { heads: m.heads, kv_heads: m.kv_heads, head_dim: m.head_dim, capacity: self.capacity };
+        let heads = m.heads_for(self.capacity);
         let eps = m.epsilon;
         let mut prefill = vec![decoder::embed(ctx, &shared, &m.embed, &self.tokens, &self.x, CHUNK)?];
         let mut decode = vec![decoder::embed(ctx, &shared, &m.embed, &self.tokens, &self.x, 1)?];
+        let mut labels = vec!["embedding"];
         for (b, block) in m.blocks.iter().enumerate() {
             let qkv = Product { matrices: &[&block.q, &block.k, &block.v], epilogue: Epilogue::Concat, x: &self.x, y: &self.qkv, bias: block.qkv_bias.as_ref() };
             let attention = AttentionBuffers { qkv: &self.qkv, k_cache: &self.k_caches[b], v_cache: &self.v_caches[b], rope: &self.rope, out: &self.attn };
+            let split_attention = AttentionBuffers { out: &self.partials, ..attention };
             let o = Product { matrices: &[&block.o], epilogue: Epilogue::Add, x: &self.attn, y: &self.x, bias: block.o_bias.as_ref() };
+            let o_merged = Product { x: &self.partials, ..o };
             let gate_up = Product { matrices: &[&block.gate, &block.up], epilogue: Epilogue::SwiGlu, x: &self.x, y: &self.h, bias: None };
             let down = Product { matrices: &[&block.down], epilogue: Epilogue::Add, x: &self.h, y: &self.x, bias: None };
             prefill.extend([
                 decoder::tiles(ctx, &shared, &qkv, Some((&block.attn_norm, eps)), CHUNK)?,
                 decoder::rope_kv(ctx, &shared, heads, &attention, CHUNK)?,
-                decoder::attention(ctx, &shared, heads, &attention, CHUNK, false)?,
+                decoder::attention(ctx, &shared, heads, &attention, CHUNK)?,
                 decoder::tiles(ctx, &shared, &o, None, CHUNK)?,
                 decoder::tiles(ctx, &shared, &gate_up, Some((&block.ffn_norm, eps)), CHUNK)?,
                 decoder::tiles(ctx, &shared, &down, None, CHUNK)?,
             ]);
+            labels.extend(["norm + QKV", "attention", "O + residual", "norm + gate·up·SiLU", "down + residual"]);
             decode.extend([
-                decoder::matvec(ctx, &shared, &qkv, Some((&block.attn_norm, eps)), false)?,
-                decoder::attention(ctx, &shared, heads, &attention, 1, true)?,
-                decoder::matvec(ctx, &shared, &o, None, false)?,
-                decoder::matvec(ctx, &shared, &gate_up, Some((&block.ffn_norm, eps)), false)?,
-                decoder::matvec(ctx, &shared, &down, None, false)?,
+                decoder::matvec(ctx, &shared, &qkv, Prologue::Norm(&block.attn_norm, eps), false)?,
+                decoder::attention_decode(ctx, &shared, heads, &split_attention)?,
+                decoder::matvec(ctx, &shared, &o_merged, Prologue::Combine(heads), false)?,
+                decoder::matvec(ctx, &shared, &gate_up, Prologue::Norm(&block.ffn_norm, eps), false)?,
+                decoder::matvec(ctx, &shared, &down, Prologue::Plain, false)?,
             ]);
         }
         let head = Product { matrices: &[m.head()], epilogue: Epilogue::Store, x: &self.x, y: &self.logits, bias: None };
         for (program, last_row) in [(&mut prefill, true), (&mut decode, false)] {
-            program.push(decoder::matvec(ctx, &shared, &head, Some((&m.final_norm, eps)), last_row)?);
+            program.push(decoder::matvec(ctx, &shared, &head, Prologue::Norm(&m.final_norm, eps), last_row)?);
             program.push(decoder::argmax(ctx, &self.logits, m.vocab, &self.tokens)?);
         }
+        labels.extend(["norm + LM head", "argmax"]);
         self.prefill = prefill;
         self.decode = decode;
+        self.decode_labels = labels;
         Ok(())
     }
 
@@ -339,6 +355,7 @@ impl GpuState {
         self.k_caches = k;
         self.v_caches = v;
         self.rope = ctx.storage("rope", &rope_table(m, capacity))?;
+        self.partials = ctx.empty_buffer("attention partials", (decoder::decode_partials_len(m.heads_for(capacity)) * 4) as u64, U::STORAGE)?;
         self.capacity = capacity;
         self.record_programs(m)
     }
@@ -422,12 +439,13 @@ impl GpuState {
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
+            let positions = self.len + rows;
             for dispatch in body {
-                dispatch.record(&mut pass, rows);
+                dispatch.record(&mut pass, rows, positions);
             }
             match tail {
-                Tail::Token | Tail::Logits => head.iter().for_each(|d| d.record(&mut pass, rows)),
-                Tail::Rows { head, .. } => head.record(&mut pass, rows),
+                Tail::Token | Tail::Logits => head.iter().for_each(|d| d.record(&mut pass, rows, positions)),
+                Tail::Rows { head, .. } => head.record(&mut pass, rows, positions),
                 Tail::Nothing => {}
             }
         }
@@ -440,6 +458,53 @@ impl GpuState {
         ctx.queue.submit([encoder.finish()]);
         self.len += rows;
         Ok(())
+    }
+}
+
+impl GpuState {
+    /// GPU time per decode step of each kind of dispatch, in µs, at the current position: each
+    /// kind's dispatches recorded `repeats` times into one pass, timed to completion, less an
+    /// empty pass's time. "whole step" is the full program. The KV cache row at the current
+    /// position is overwritten (the next real step writes it again); the length is unchanged.
+    pub fn profile(&mut self, m: &GpuModel, repeats: usize) -> Result<Vec<(String, f64)>> {
+        let ctx = m.ctx;
+        let repeats = repeats.max(1);
+        ctx.scoped("profiling a GPU decode step", || {
+            ctx.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[self.len as u32, 1, 0, 0]));
+            let everything: Vec<usize> = (0..self.decode.len()).collect();
+            // Warm-up: the GPU raises its clocks under sustained load.
+            self.time_pass(ctx, &everything, repeats * 10)?;
+            let empty = self.time_pass(ctx, &[], repeats)?;
+            let mut kinds: Vec<&'static str> = Vec::new();
+            for label in &self.decode_labels {
+                if !kinds.contains(label) {
+                    kinds.push(label);
+                }
+            }
+            let mut times = vec![("whole step".to_string(), self.time_pass(ctx, &everything, repeats)? - empty)];
+            for kind in kinds {
+                let members: Vec<usize> = (0..self.decode.len()).filter(|&i| self.decode_labels[i] == kind).collect();
+                times.push((format!("{kind} ×{}", members.len()), self.time_pass(ctx, &members, repeats)? - empty));
+            }
+            times.push(("submit + readback".to_string(), empty));
+            Ok(times)
+        })
+    }
+
+    /// µs per repeat of one pass recording the `members` of the decode program `repeats` times.
+    fn time_pass(&self, ctx: &Context, members: &[usize], repeats: usize) -> Result<f64> {
+        let started = std::time::Instant::now();
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for _ in 0..repeats {
+                members.iter().for_each(|&i| self.decode[i].record(&mut pass, 1, self.len + 1));
+            }
+        }
+        encoder.copy_buffer_to_buffer(&self.tokens, 0, &self.token_staging, 0, 4);
+        ctx.queue.submit([encoder.finish()]);
+        ctx.read_f32(&self.token_staging, 1)?;
+        Ok(started.elapsed().as_secs_f64() * 1e6 / repeats as f64)
     }
 }
 

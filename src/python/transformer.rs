@@ -100,6 +100,32 @@ impl PyDecodeSession {
     fn context_length(&self) -> usize {
         self.model.context_length()
     }
+
+    /// GPU µs per decode step of each kind of dispatch (GPU sessions only; see
+    /// `GpuState::profile`).
+    #[pyo3(signature = (repeats = 50))]
+    fn gpu_profile(&self, py: Python<'_>, repeats: usize) -> PyResult<Vec<(String, f64)>> {
+        let model = self.model.clone();
+        py.detach(|| {
+            guarded(|| {
+                let mut session = self.state.lock().unwrap();
+                match (&model.gpu, &mut session.decode) {
+                    (Some(gpu), DecodeState::Gpu(state)) => state.profile(gpu, repeats),
+                    _ => Err(Error::Value("gpu_profile needs a model loaded with device=\"gpu\"".into())),
+                }
+            })
+        })
+        .py()
+    }
+
+    /// VRAM this sequence holds on the GPU (KV caches and activations; 0 on the CPU).
+    #[getter]
+    fn gpu_bytes(&self) -> u64 {
+        match &self.state.lock().unwrap().decode {
+            DecodeState::Gpu(state) => state.bytes(),
+            DecodeState::Cpu(_) => 0,
+        }
+    }
 }
 
 #[pymethods]
