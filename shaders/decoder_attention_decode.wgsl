@@ -1,11 +1,11 @@
 // shaders/decoder_attention_decode.wgsl — one decode step's attention, split over the keys
-// (flash-decoding): workgroup (head h, split s) takes keys [s·KC, s·KC + KC) ∩ [0, pos], stages
-// their K and V rows in workgroup memory with coalesced loads, and writes its partial softmax
-// (unnormalised Σ p·v, max m, Σ p) to `partial`; the O-projection's prologue
-// (decoder_matvec.wgsl, COMBINE) merges the splits. The workgroup that holds position `pos`
+// (flash-decoding): workgroup (head h, split s) takes keys [s·KC, s·KC + KC) ∩ [0, pos], TILE at
+// a time staged in workgroup memory by constant-count (so unrolled, batched) coalesced loads and
+// folded into an online softmax, and writes its partial (unnormalised Σ p·v, max m, Σ p) to
+// `partial`; the O-projection's prologue (decoder_matvec.wgsl, COMBINE) merges the splits. The workgroup that holds position `pos`
 // applies RoPE to the new key itself and the first query head of each KV group appends K and V
 // to the caches; every workgroup rotates its query. Query head h reads KV head
-// h / (heads / kv_heads). Prepended: HD, WG (≥ HD, ≥ KC), KC, S_MAX.
+// h / (heads / kv_heads). Prepended: HD, WG (≥ HD, ≥ TILE), TILE, KC (a multiple of TILE), S_MAX.
 
 struct Params {
     heads: u32,
@@ -24,13 +24,14 @@ struct Params {
 
 const HALF: u32 = HD / 2u;
 const ROW: u32 = HD + 1u;
+const LOAD_ITERS: u32 = (TILE * HD + WG - 1u) / WG;
 
 var<workgroup> qs: array<f32, HD>;
 var<workgroup> k_new: array<f32, HD>;
 var<workgroup> v_new: array<f32, HD>;
-var<workgroup> ks: array<f32, KC * ROW>;
-var<workgroup> vs: array<f32, KC * HD>;
-var<workgroup> scores: array<f32, KC>;
+var<workgroup> ks: array<f32, TILE * ROW>;
+var<workgroup> vs: array<f32, TILE * HD>;
+var<workgroup> scores: array<f32, TILE>;
 
 // The half-split RoPE rotation of pair i of the head at qkv[at..at + HD], for position pos.
 fn rotated(at: u32, pos: u32, i: u32) -> vec2<f32> {
@@ -74,49 +75,62 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
         k_cache[cache_head + pos * HD + lid] = k_new[lid];
         v_cache[cache_head + pos * HD + lid] = v_new[lid];
     }
-    for (var e = lid; e < KC * HD; e += WG) {
-        let j = e / HD;
-        let d = e % HD;
-        let key = first + j;
-        var k = 0.0;
-        var v = 0.0;
-        if (key == pos) {
-            k = k_new[d];
-            v = v_new[d];
-        } else if (key < end) {
-            k = k_cache[cache_head + key * HD + d];
-            v = v_cache[cache_head + key * HD + d];
-        }
-        ks[j * ROW + d] = k;
-        vs[e] = v;
-    }
-    workgroupBarrier();
-    if (lid < KC) {
-        var s = -3.4028235e38;
-        if (first + lid < end) {
-            var dot = 0.0;
-            for (var d = 0u; d < HD; d++) {
-                dot += qs[d] * ks[lid * ROW + d];
+    var m = -3.4028235e38;
+    var l = 0.0;
+    var acc = 0.0;
+    for (var t0 = first; t0 < end; t0 += TILE) {
+        for (var i = 0u; i < LOAD_ITERS; i++) {
+            let e = lid + i * WG;
+            let j = e / HD;
+            let d = e % HD;
+            let key = t0 + j;
+            var k = 0.0;
+            var v = 0.0;
+            if (e < TILE * HD) {
+                if (key == pos) {
+                    k = k_new[d];
+                    v = v_new[d];
+                } else if (key < end) {
+                    k = k_cache[cache_head + key * HD + d];
+                    v = v_cache[cache_head + key * HD + d];
+                }
+                ks[j * ROW + d] = k;
+                vs[e] = v;
             }
-            s = dot * p.scale;
         }
-        scores[lid] = s;
-    }
-    workgroupBarrier();
-    let count = end - first;
-    var m = scores[0];
-    for (var j = 1u; j < count; j++) {
-        m = max(m, scores[j]);
+        workgroupBarrier();
+        if (lid < TILE) {
+            var s = -3.4028235e38;
+            if (t0 + lid < end) {
+                var dot = 0.0;
+                for (var d = 0u; d < HD; d++) {
+                    dot += qs[d] * ks[lid * ROW + d];
+                }
+                s = dot * p.scale;
+            }
+            scores[lid] = s;
+        }
+        workgroupBarrier();
+        let count = min(TILE, end - t0);
+        var tile_max = m;
+        for (var j = 0u; j < count; j++) {
+            tile_max = max(tile_max, scores[j]);
+        }
+        let correction = exp(m - tile_max);
+        l *= correction;
+        acc *= correction;
+        for (var j = 0u; j < count; j++) {
+            let weight = exp(scores[j] - tile_max);
+            l += weight;
+            if (lid < HD) {
+                acc += weight * vs[j * HD + lid];
+            }
+        }
+        m = tile_max;
+        workgroupBarrier();
     }
     let out = (h * S_MAX + split) * (HD + 2u);
     if (lid < HD) {
-        var l = 0.0;
-        var acc = 0.0;
-        for (var j = 0u; j < count; j++) {
-            let weight = exp(scores[j] - m);
-            l += weight;
-            acc += weight * vs[j * HD + lid];
-        }
         partial[out + lid] = acc;
         if (lid == 0u) {
             partial[out + HD] = m;

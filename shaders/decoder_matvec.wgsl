@@ -7,6 +7,8 @@
 // LANES (a power of two) threads share a row, each taking blocks lane, lane + LANES, …; ROWS
 // rows at a time, REPEAT times per workgroup (amortising the prologue over more rows).
 // x is row `step.count − 1` of its buffer when last_row (a prefill's last position), else row 0.
+// Loops that load run a constant number of times (guarded inside), so the compiler unrolls them
+// and issues their loads together instead of waiting out each one's latency in turn.
 // Prepended: LANES, ROWS, REPEAT, K, NORM, MODE, HAS_BIAS, COMBINE, HD, KC, S_MAX.
 
 struct Params {
@@ -29,10 +31,19 @@ struct Params {
 
 const WG: u32 = LANES * ROWS;
 const BLOCKS: u32 = K / 32u;
+const X_ITERS: u32 = (K + WG - 1u) / WG;
+const BLOCK_ITERS: u32 = (BLOCKS + LANES - 1u) / LANES;
+const HEADS: u32 = K / HD;
+const PAIRS: u32 = HEADS * S_MAX;
+const PAIR_ITERS: u32 = (PAIRS + WG - 1u) / WG;
 
 var<workgroup> xs: array<f32, K>;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_b: array<f32, WG>;
+var<workgroup> split_max: array<f32, PAIRS>;
+var<workgroup> split_sum: array<f32, PAIRS>;
+var<workgroup> head_max: array<f32, HEADS>;
+var<workgroup> head_sum: array<f32, HEADS>;
 
 fn silu(v: f32) -> f32 {
     return v / (1.0 + exp(-v));
@@ -53,23 +64,44 @@ fn workgroup_total(lid: u32, value: f32) -> f32 {
     return total;
 }
 
-// Element i of the attention output: head i / HD's splits merged (their maxima, sums and
-// unnormalised values rescaled to the overall maximum).
-fn combined(i: u32, splits: u32) -> f32 {
-    let base = (i / HD) * S_MAX * (HD + 2u);
-    var m = -3.4028235e38;
-    for (var s = 0u; s < splits; s++) {
-        m = max(m, x[base + s * (HD + 2u) + HD]);
+// The split attention's partials merged into xs: every (head, split)'s maximum and sum staged,
+// each head's overall maximum and rescaled sum, then each element's rescaled Σ over the splits.
+fn merge_splits(lid: u32, splits: u32) {
+    for (var i = 0u; i < PAIR_ITERS; i++) {
+        let pair = lid + i * WG;
+        if (pair < PAIRS) {
+            let at = pair * (HD + 2u);
+            split_max[pair] = x[at + HD];
+            split_sum[pair] = x[at + HD + 1u];
+        }
     }
-    var l = 0.0;
-    var acc = 0.0;
-    for (var s = 0u; s < splits; s++) {
-        let at = base + s * (HD + 2u);
-        let scale = exp(x[at + HD] - m);
-        l += x[at + HD + 1u] * scale;
-        acc += x[at + i % HD] * scale;
+    workgroupBarrier();
+    if (lid < HEADS) {
+        var m = -3.4028235e38;
+        for (var s = 0u; s < splits; s++) {
+            m = max(m, split_max[lid * S_MAX + s]);
+        }
+        var l = 0.0;
+        for (var s = 0u; s < splits; s++) {
+            l += split_sum[lid * S_MAX + s] * exp(split_max[lid * S_MAX + s] - m);
+        }
+        head_max[lid] = m;
+        head_sum[lid] = l;
     }
-    return acc / l;
+    workgroupBarrier();
+    for (var i = 0u; i < X_ITERS; i++) {
+        let e = lid + i * WG;
+        if (e < K) {
+            let h = e / HD;
+            var acc = 0.0;
+            for (var s = 0u; s < S_MAX; s++) {
+                if (s < splits) {
+                    acc += x[(h * S_MAX + s) * (HD + 2u) + e % HD] * exp(split_max[h * S_MAX + s] - head_max[h]);
+                }
+            }
+            xs[e] = acc / head_sum[h];
+        }
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -82,22 +114,26 @@ fn main(
     if (p.last_row == 1u) {
         x0 = (step[1] - 1u) * K;
     }
-    let splits = (step[0] + KC) / KC;
-    var squares = 0.0;
-    for (var i = lid; i < K; i += WG) {
-        var v = 0.0;
-        if (COMBINE == 1u) {
-            v = combined(i, splits);
-        } else {
-            v = x[x0 + i];
+    if (COMBINE == 1u) {
+        merge_splits(lid, (step[0] + KC) / KC);
+    } else {
+        var squares = 0.0;
+        for (var i = 0u; i < X_ITERS; i++) {
+            let e = lid + i * WG;
+            if (e < K) {
+                let v = x[x0 + e];
+                xs[e] = v;
+                squares += v * v;
+            }
         }
-        xs[i] = v;
-        squares += v * v;
-    }
-    if (NORM == 1u) {
-        let inv = 1.0 / sqrt(workgroup_total(lid, squares) / f32(K) + p.epsilon);
-        for (var i = lid; i < K; i += WG) {
-            xs[i] = xs[i] * inv * gain[i];
+        if (NORM == 1u) {
+            let inv = 1.0 / sqrt(workgroup_total(lid, squares) / f32(K) + p.epsilon);
+            for (var i = 0u; i < X_ITERS; i++) {
+                let e = lid + i * WG;
+                if (e < K) {
+                    xs[e] = xs[e] * inv * gain[e];
+                }
+            }
         }
     }
     workgroupBarrier();
@@ -108,8 +144,9 @@ fn main(
         let row = first_row + r * ROWS;
         var acc = 0.0;
         var acc_b = 0.0;
-        if (row < p.rows) {
-            for (var blk = lane; blk < BLOCKS; blk += LANES) {
+        for (var i = 0u; i < BLOCK_ITERS; i++) {
+            let blk = lane + i * LANES;
+            if (row < p.rows && blk < BLOCKS) {
                 switch MODE {
                     case 2u: {
                         acc += a_block_dot(row, blk, BLOCKS, 0u);

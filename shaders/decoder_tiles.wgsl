@@ -3,9 +3,12 @@
 // memory TK columns of K at a time, W decoded from its resident format while staging
 // (shaders/matrix.wgsl as a, b, c). The fused epilogue (MODE) is as in decoder_matvec.wgsl:
 // 0 store (+ bias), 1 add into Y, 2 SwiGLU silu(X·aᵀ)·(X·bᵀ), 3 [X·aᵀ | X·bᵀ | X·cᵀ] + bias.
-// With NORM each row of X is RMS-normalised (gain γ) as it is staged: the workgroup computes its
-// rows' statistics first. Prepended: WG_X, WG_Y, RM, RN, TK, K, MODE, HAS_BIAS, NORM. M (rows of
-// X) is `step.count`; workgroups past it return at once.
+// With NORM each row of X is RMS-normalised (gain γ) on the way: RMSNorm scales a row, so
+// (x·r⊙γ)·Wᵀ = r·(x·(γ⊙W)ᵀ); γ is folded into the staged W tile, each thread sums the squares of
+// its rows from the staged X tile as it multiplies, and the epilogue applies r = (Σx²/K + ε)^−½.
+// Staging loops run a constant number of times (unrolled: their loads are issued together).
+// Prepended: WG_X, WG_Y, RM, RN, TK, K, MODE, HAS_BIAS, NORM. M (rows of X) is `step.count`;
+// workgroups past it return at once.
 
 struct Params {
     n: u32,
@@ -25,11 +28,12 @@ const BM: u32 = WG_Y * RM;
 const BN: u32 = WG_X * RN;
 const THREADS: u32 = WG_X * WG_Y;
 const BLOCKS: u32 = K / 32u;
+const X_LOADS: u32 = (TK * BM + THREADS - 1u) / THREADS;
+const W_LOADS: u32 = (TK * BN + THREADS - 1u) / THREADS;
 
 var<workgroup> xt: array<f32, TK * BM>;
 var<workgroup> wt: array<f32, TK * BN>;
 var<workgroup> wt_b: array<f32, TK * BN>;
-var<workgroup> inv_rms: array<f32, BM>;
 
 fn silu(v: f32) -> f32 {
     return v / (1.0 + exp(-v));
@@ -60,54 +64,52 @@ fn main(
     if (m0 >= m_total) {
         return;
     }
-    if (NORM == 1u) {
-        for (var r = thread; r < BM; r += THREADS) {
-            var squares = 0.0;
-            if (m0 + r < m_total) {
-                for (var k = 0u; k < K; k++) {
-                    let v = x[(m0 + r) * K + k];
-                    squares += v * v;
-                }
-            }
-            inv_rms[r] = 1.0 / sqrt(squares / f32(K) + p.epsilon);
-        }
-        workgroupBarrier();
-    }
     var acc: array<f32, RM * RN>;
     var acc_b: array<f32, RM * RN>;
+    var squares: array<f32, RM>;
     var a: array<f32, RM>;
 
     for (var k0 = 0u; k0 < K; k0 += TK) {
-        for (var l = thread; l < TK * BM; l += THREADS) {
+        // Consecutive threads take consecutive k of one row: coalesced global reads.
+        for (var i = 0u; i < X_LOADS; i++) {
+            let l = thread + i * THREADS;
             let m = m0 + l / TK;
             let k = k0 + l % TK;
             var v = 0.0;
-            if (m < m_total && k < K) {
+            if (l < TK * BM && m < m_total && k < K) {
                 v = x[m * K + k];
-                if (NORM == 1u) {
-                    v *= inv_rms[l / TK] * gain[k];
-                }
             }
-            xt[(l % TK) * BM + l / TK] = v;
+            if (l < TK * BM) {
+                xt[(l % TK) * BM + l / TK] = v;
+            }
         }
-        for (var l = thread; l < TK * BN; l += THREADS) {
+        for (var i = 0u; i < W_LOADS; i++) {
+            let l = thread + i * THREADS;
             let n = n0 + l / TK;
             let k = k0 + l % TK;
             var v = 0.0;
             var v_b = 0.0;
-            if (n < p.n && k < K) {
+            if (l < TK * BN && n < p.n && k < K) {
                 v = weight(n, k);
                 if (MODE == 2u) {
                     v_b = b_at(n, k, BLOCKS);
                 }
+                if (NORM == 1u) {
+                    let g = gain[k];
+                    v *= g;
+                    v_b *= g;
+                }
             }
-            wt[(l % TK) * BN + l / TK] = v;
-            wt_b[(l % TK) * BN + l / TK] = v_b;
+            if (l < TK * BN) {
+                wt[(l % TK) * BN + l / TK] = v;
+                wt_b[(l % TK) * BN + l / TK] = v_b;
+            }
         }
         workgroupBarrier();
         for (var k = 0u; k < TK; k++) {
             for (var i = 0u; i < RM; i++) {
                 a[i] = xt[k * BM + local.y + i * WG_Y];
+                squares[i] += a[i] * a[i];
             }
             for (var j = 0u; j < RN; j++) {
                 let w = wt[k * BN + local.x + j * WG_X];
@@ -131,7 +133,13 @@ fn main(
             let n = n0 + local.x + j * WG_X;
             if (m < m_total && n < p.n) {
                 let at = m * p.n + n;
-                let v = acc[i * RN + j];
+                var v = acc[i * RN + j];
+                var v_b = acc_b[i * RN + j];
+                if (NORM == 1u) {
+                    let r = 1.0 / sqrt(squares[i] / f32(K) + p.epsilon);
+                    v *= r;
+                    v_b *= r;
+                }
                 switch MODE {
                     case 1u: {
                         var out = v;
@@ -141,7 +149,7 @@ fn main(
                         y[at] += out;
                     }
                     case 2u: {
-                        y[at] = silu(v) * acc_b[i * RN + j];
+                        y[at] = silu(v) * v_b;
                     }
                     default: {
                         var out = v;

@@ -16,8 +16,20 @@ const ROPE_KV_WGSL: &str = include_str!("../../shaders/decoder_rope_kv.wgsl");
 const ATTENTION_WGSL: &str = include_str!("../../shaders/decoder_attention.wgsl");
 const ATTENTION_DECODE_WGSL: &str = include_str!("../../shaders/decoder_attention_decode.wgsl");
 
-/// Keys per workgroup of the split decode attention.
-pub(crate) const KEYS_PER_SPLIT: usize = 32;
+/// Keys a decode-attention workgroup stages at once.
+const KEY_TILE: usize = 32;
+/// The most workgroups a head's keys are split over (the O-projection merges them all).
+const MAX_SPLITS: usize = 16;
+
+/// Keys per decode-attention workgroup for caches of `capacity` positions: whole tiles, at
+/// most MAX_SPLITS splits.
+fn keys_per_split(capacity: usize) -> usize {
+    capacity.div_ceil(KEY_TILE * MAX_SPLITS).max(1) * KEY_TILE
+}
+
+fn splits(capacity: usize) -> usize {
+    capacity.div_ceil(keys_per_split(capacity))
+}
 const ARGMAX_WGSL: &str = include_str!("../../shaders/decoder_argmax.wgsl");
 
 /// What a product does with its result (the MODE of the matvec and tile kernels).
@@ -114,11 +126,12 @@ pub(crate) fn matvec(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, 
         Prologue::Norm(gain, epsilon) => (Some((gain, epsilon)), None),
         Prologue::Combine(heads) => (None, Some(heads)),
     };
-    let (hd, s_max) = combine.map_or((1, 1), |h| (h.head_dim, h.capacity.div_ceil(KEYS_PER_SPLIT)));
+    // Without COMBINE its workgroup arrays shrink to one (head, split) pair.
+    let (hd, kc, s_max) = combine.map_or((k, KEY_TILE, 1), |h| (h.head_dim, keys_per_split(h.capacity), splits(h.capacity)));
     let header = format!(
         "const LANES: u32 = {lanes}u;\nconst ROWS: u32 = {rows_per_pass}u;\nconst REPEAT: u32 = {repeat}u;\nconst K: u32 = {k}u;\n\
          const NORM: u32 = {}u;\nconst MODE: u32 = {}u;\nconst HAS_BIAS: u32 = {}u;\nconst COMBINE: u32 = {}u;\n\
-         const HD: u32 = {hd}u;\nconst KC: u32 = {KEYS_PER_SPLIT}u;\nconst S_MAX: u32 = {s_max}u;\n",
+         const HD: u32 = {hd}u;\nconst KC: u32 = {kc}u;\nconst S_MAX: u32 = {s_max}u;\n",
         norm.is_some() as u32,
         product.epilogue as u32,
         product.bias.is_some() as u32,
@@ -263,35 +276,36 @@ fn attention_params(ctx: &Context, heads: Heads) -> Result<wgpu::Buffer> {
 }
 
 /// Causal attention of the new rows (RoPE applied and the caches filled by `rope_kv`) against
-/// the caches: one workgroup per (head, row) with an online softmax over the keys.
+/// the caches: one workgroup per (head, row), KEY_TILE keys staged at a time, online softmax.
 pub(crate) fn attention(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &AttentionBuffers<'_>, max_rows: usize) -> Result<Recorded> {
     check_heads(heads)?;
     let hd = heads.head_dim;
-    let wg = hd.next_power_of_two().max(64);
-    let pipeline = cache::pipeline(ctx, "decoder_attention", format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\n"), &[ATTENTION_WGSL])?;
+    let wg = hd.next_power_of_two().max(KEY_TILE);
+    let header = format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\nconst TILE: u32 = {KEY_TILE}u;\n");
+    let pipeline = cache::pipeline(ctx, "decoder_attention", header, &[ATTENTION_WGSL])?;
     let params = attention_params(ctx, heads)?;
     let group = bind(ctx, &pipeline, &[(0, &params), (4, shared.step), (5, b.out), (10, b.k_cache), (11, b.v_cache), (12, b.qkv)]);
     Ok(Recorded { pipeline, group, grid: (heads.heads as u32, max_rows as u32, 1), scale: Scale::Rows { axis: 1, per: 1 } })
 }
 
-/// One decode step's attention split over the keys, KEYS_PER_SPLIT per workgroup, with RoPE and
+/// One decode step's attention split over the keys (`keys_per_split` per workgroup), with RoPE and
 /// the cache append of the new position; `b.out` receives per (head, split) the unnormalised
 /// output, the maximum and the sum (HD + 2 values), merged by a `Prologue::Combine` product.
 pub(crate) fn attention_decode(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &AttentionBuffers<'_>) -> Result<Recorded> {
     check_heads(heads)?;
     let hd = heads.head_dim;
-    let wg = hd.next_power_of_two().max(KEYS_PER_SPLIT);
-    let s_max = heads.capacity.div_ceil(KEYS_PER_SPLIT);
-    let header = format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\nconst KC: u32 = {KEYS_PER_SPLIT}u;\nconst S_MAX: u32 = {s_max}u;\n");
+    let wg = hd.next_power_of_two().max(KEY_TILE);
+    let (kc, s_max) = (keys_per_split(heads.capacity), splits(heads.capacity));
+    let header = format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\nconst TILE: u32 = {KEY_TILE}u;\nconst KC: u32 = {kc}u;\nconst S_MAX: u32 = {s_max}u;\n");
     let pipeline = cache::pipeline(ctx, "decoder_attention_decode", header, &[ATTENTION_DECODE_WGSL])?;
     let params = attention_params(ctx, heads)?;
     let group = bind(ctx, &pipeline, &[(0, &params), (1, b.rope), (4, shared.step), (5, b.out), (10, b.k_cache), (11, b.v_cache), (12, b.qkv)]);
-    Ok(Recorded { pipeline, group, grid: (heads.heads as u32, s_max as u32, 1), scale: Scale::Positions { axis: 1, per: KEYS_PER_SPLIT } })
+    Ok(Recorded { pipeline, group, grid: (heads.heads as u32, s_max as u32, 1), scale: Scale::Positions { axis: 1, per: kc } })
 }
 
 /// The floats `attention_decode` writes for `heads`.
 pub(crate) fn decode_partials_len(heads: Heads) -> usize {
-    heads.heads * heads.capacity.div_ceil(KEYS_PER_SPLIT) * (heads.head_dim + 2)
+    heads.heads * splits(heads.capacity) * (heads.head_dim + 2)
 }
 
 /// tokens[0] = argmax of the first `n` logits.

@@ -462,11 +462,13 @@ impl GpuState {
 }
 
 impl GpuState {
-    /// GPU time per decode step of each kind of dispatch, in µs, at the current position: each
-    /// kind's dispatches recorded `repeats` times into one pass, timed to completion, less an
-    /// empty pass's time. "whole step" is the full program. The KV cache row at the current
-    /// position is overwritten (the next real step writes it again); the length is unchanged.
-    pub fn profile(&mut self, m: &GpuModel, repeats: usize) -> Result<Vec<(String, f64)>> {
+    /// Time per decode step of each kind of dispatch, at the current position: each kind's
+    /// dispatches recorded `repeats` times into one pass and run to completion. Per kind:
+    /// (label, µs recording the commands on the CPU, µs from the start of recording to the
+    /// results, less an empty pass's time). "whole step" is the full program. The KV cache row at
+    /// the current position is overwritten (the next real step writes it again); the length is
+    /// unchanged.
+    pub fn profile(&mut self, m: &GpuModel, repeats: usize) -> Result<Vec<(String, f64, f64)>> {
         let ctx = m.ctx;
         let repeats = repeats.max(1);
         ctx.scoped("profiling a GPU decode step", || {
@@ -474,25 +476,28 @@ impl GpuState {
             let everything: Vec<usize> = (0..self.decode.len()).collect();
             // Warm-up: the GPU raises its clocks under sustained load.
             self.time_pass(ctx, &everything, repeats * 10)?;
-            let empty = self.time_pass(ctx, &[], repeats)?;
+            let (_, empty) = self.time_pass(ctx, &[], repeats)?;
             let mut kinds: Vec<&'static str> = Vec::new();
             for label in &self.decode_labels {
                 if !kinds.contains(label) {
                     kinds.push(label);
                 }
             }
-            let mut times = vec![("whole step".to_string(), self.time_pass(ctx, &everything, repeats)? - empty)];
+            let (record, total) = self.time_pass(ctx, &everything, repeats)?;
+            let mut times = vec![("whole step".to_string(), record, total - empty)];
             for kind in kinds {
                 let members: Vec<usize> = (0..self.decode.len()).filter(|&i| self.decode_labels[i] == kind).collect();
-                times.push((format!("{kind} ×{}", members.len()), self.time_pass(ctx, &members, repeats)? - empty));
+                let (record, total) = self.time_pass(ctx, &members, repeats)?;
+                times.push((format!("{kind} ×{}", members.len()), record, total - empty));
             }
-            times.push(("submit + readback".to_string(), empty));
+            times.push(("empty pass: submit + readback".to_string(), 0.0, empty));
             Ok(times)
         })
     }
 
-    /// µs per repeat of one pass recording the `members` of the decode program `repeats` times.
-    fn time_pass(&self, ctx: &Context, members: &[usize], repeats: usize) -> Result<f64> {
+    /// (µs recording, µs in all) per repeat of one pass recording the `members` of the decode
+    /// program `repeats` times.
+    fn time_pass(&self, ctx: &Context, members: &[usize], repeats: usize) -> Result<(f64, f64)> {
         let started = std::time::Instant::now();
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         {
@@ -502,9 +507,12 @@ impl GpuState {
             }
         }
         encoder.copy_buffer_to_buffer(&self.tokens, 0, &self.token_staging, 0, 4);
-        ctx.queue.submit([encoder.finish()]);
+        let commands = encoder.finish();
+        let recorded = started.elapsed().as_secs_f64();
+        ctx.queue.submit([commands]);
         ctx.read_f32(&self.token_staging, 1)?;
-        Ok(started.elapsed().as_secs_f64() * 1e6 / repeats as f64)
+        let per = |seconds: f64| seconds * 1e6 / repeats as f64;
+        Ok((per(recorded), per(started.elapsed().as_secs_f64())))
     }
 }
 

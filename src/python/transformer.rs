@@ -101,10 +101,10 @@ impl PyDecodeSession {
         self.model.context_length()
     }
 
-    /// GPU µs per decode step of each kind of dispatch (GPU sessions only; see
-    /// `GpuState::profile`).
+    /// Per kind of dispatch of a decode step: (label, µs recording, µs in all) (GPU sessions
+    /// only; see `GpuState::profile`).
     #[pyo3(signature = (repeats = 50))]
-    fn gpu_profile(&self, py: Python<'_>, repeats: usize) -> PyResult<Vec<(String, f64)>> {
+    fn gpu_profile(&self, py: Python<'_>, repeats: usize) -> PyResult<Vec<(String, f64, f64)>> {
         let model = self.model.clone();
         py.detach(|| {
             guarded(|| {
