@@ -37,13 +37,23 @@ const HEADS: u32 = K / HD;
 const PAIRS: u32 = HEADS * S_MAX;
 const PAIR_ITERS: u32 = (PAIRS + WG - 1u) / WG;
 
-var<workgroup> xs: array<f32, K>;
+// x, with one pad after every 32 values: lanes reading the same offset of different blocks hit
+// different banks.
+var<workgroup> xs: array<f32, K + K / 32u>;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_b: array<f32, WG>;
 var<workgroup> split_max: array<f32, PAIRS>;
 var<workgroup> split_sum: array<f32, PAIRS>;
 var<workgroup> head_max: array<f32, HEADS>;
 var<workgroup> head_sum: array<f32, HEADS>;
+
+fn xs_at(i: u32) -> f32 {
+    return xs[i + i / 32u];
+}
+
+fn set_xs(i: u32, v: f32) {
+    xs[i + i / 32u] = v;
+}
 
 fn silu(v: f32) -> f32 {
     return v / (1.0 + exp(-v));
@@ -99,7 +109,7 @@ fn merge_splits(lid: u32, splits: u32) {
                     acc += x[(h * S_MAX + s) * (HD + 2u) + e % HD] * exp(split_max[h * S_MAX + s] - head_max[h]);
                 }
             }
-            xs[e] = acc / head_sum[h];
+            set_xs(e, acc / head_sum[h]);
         }
     }
 }
@@ -122,7 +132,7 @@ fn main(
             let e = lid + i * WG;
             if (e < K) {
                 let v = x[x0 + e];
-                xs[e] = v;
+                set_xs(e, v);
                 squares += v * v;
             }
         }
@@ -131,7 +141,7 @@ fn main(
             for (var i = 0u; i < X_ITERS; i++) {
                 let e = lid + i * WG;
                 if (e < K) {
-                    xs[e] = xs[e] * inv * gain[e];
+                    set_xs(e, xs_at(e) * inv * gain[e]);
                 }
             }
         }

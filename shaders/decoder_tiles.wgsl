@@ -1,5 +1,5 @@
 // shaders/decoder_tiles.wgsl — a decoder's many-row products Y = X·Wᵀ (prefill): register-blocked
-// tiles, each of WG_X × WG_Y threads computing RM × RN outputs, X and W staged through workgroup
+// tiles, each of WG_X × WG_Y threads computing 4 × 4 outputs, X and W staged through workgroup
 // memory TK columns of K at a time, W decoded from its resident format while staging
 // (shaders/matrix.wgsl as a, b, c). The fused epilogue (MODE) is as in decoder_matvec.wgsl:
 // 0 store (+ bias), 1 add into Y, 2 SwiGLU silu(X·aᵀ)·(X·bᵀ), 3 [X·aᵀ | X·bᵀ | X·cᵀ] + bias.
@@ -7,7 +7,7 @@
 // (x·r⊙γ)·Wᵀ = r·(x·(γ⊙W)ᵀ); γ is folded into the staged W tile, each thread sums the squares of
 // its rows from the staged X tile as it multiplies, and the epilogue applies r = (Σx²/K + ε)^−½.
 // Staging loops run a constant number of times (unrolled: their loads are issued together).
-// Prepended: WG_X, WG_Y, RM, RN, TK, K, MODE, HAS_BIAS, NORM. M (rows of X) is `step.count`;
+// Prepended: WG_X, WG_Y, RM = RN = 4, TK, K, MODE, HAS_BIAS, NORM. M (rows of X) is `step.count`;
 // workgroups past it return at once.
 
 struct Params {
@@ -52,6 +52,43 @@ fn weight(n: u32, k: u32) -> f32 {
     return a_at(n, k, BLOCKS);
 }
 
+// The epilogue for one row m of a thread's outputs: columns n0, n0 + WG_X, … (the vector's lanes).
+fn store_row(m: u32, n0: u32, acc: vec4<f32>, acc_b: vec4<f32>, squares: f32, m_total: u32) {
+    if (m >= m_total) {
+        return;
+    }
+    var r = 1.0;
+    if (NORM == 1u) {
+        r = 1.0 / sqrt(squares / f32(K) + p.epsilon);
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let n = n0 + j * WG_X;
+        if (n < p.n) {
+            let at = m * p.n + n;
+            let v = acc[j] * r;
+            switch MODE {
+                case 1u: {
+                    var out = v;
+                    if (HAS_BIAS == 1u) {
+                        out += bias[n];
+                    }
+                    y[at] += out;
+                }
+                case 2u: {
+                    y[at] = silu(v) * (acc_b[j] * r);
+                }
+                default: {
+                    var out = v;
+                    if (HAS_BIAS == 1u) {
+                        out += bias[n];
+                    }
+                    y[at] = out;
+                }
+            }
+        }
+    }
+}
+
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn main(
     @builtin(workgroup_id) group: vec3<u32>,
@@ -64,10 +101,17 @@ fn main(
     if (m0 >= m_total) {
         return;
     }
-    var acc: array<f32, RM * RN>;
-    var acc_b: array<f32, RM * RN>;
-    var squares: array<f32, RM>;
-    var a: array<f32, RM>;
+    // 4 × 4 outputs per thread in vec4 registers (private arrays indexed in loops can end up in
+    // local memory): row i of the thread's block is acc[i], its columns the vector's lanes.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var gate0 = vec4<f32>(0.0);
+    var gate1 = vec4<f32>(0.0);
+    var gate2 = vec4<f32>(0.0);
+    var gate3 = vec4<f32>(0.0);
+    var squares = vec4<f32>(0.0);
 
     for (var k0 = 0u; k0 < K; k0 += TK) {
         // Consecutive threads take consecutive k of one row: coalesced global reads.
@@ -107,59 +151,28 @@ fn main(
         }
         workgroupBarrier();
         for (var k = 0u; k < TK; k++) {
-            for (var i = 0u; i < RM; i++) {
-                a[i] = xt[k * BM + local.y + i * WG_Y];
-                squares[i] += a[i] * a[i];
-            }
-            for (var j = 0u; j < RN; j++) {
-                let w = wt[k * BN + local.x + j * WG_X];
-                for (var i = 0u; i < RM; i++) {
-                    acc[i * RN + j] += a[i] * w;
-                }
-                if (MODE == 2u) {
-                    let w_b = wt_b[k * BN + local.x + j * WG_X];
-                    for (var i = 0u; i < RM; i++) {
-                        acc_b[i * RN + j] += a[i] * w_b;
-                    }
-                }
+            let xr = k * BM + local.y;
+            let a = vec4<f32>(xt[xr], xt[xr + WG_Y], xt[xr + 2u * WG_Y], xt[xr + 3u * WG_Y]);
+            squares += a * a;
+            let wr = k * BN + local.x;
+            let w = vec4<f32>(wt[wr], wt[wr + WG_X], wt[wr + 2u * WG_X], wt[wr + 3u * WG_X]);
+            acc0 += a.x * w;
+            acc1 += a.y * w;
+            acc2 += a.z * w;
+            acc3 += a.w * w;
+            if (MODE == 2u) {
+                let u = vec4<f32>(wt_b[wr], wt_b[wr + WG_X], wt_b[wr + 2u * WG_X], wt_b[wr + 3u * WG_X]);
+                gate0 += a.x * u;
+                gate1 += a.y * u;
+                gate2 += a.z * u;
+                gate3 += a.w * u;
             }
         }
         workgroupBarrier();
     }
 
-    for (var i = 0u; i < RM; i++) {
-        let m = m0 + local.y + i * WG_Y;
-        for (var j = 0u; j < RN; j++) {
-            let n = n0 + local.x + j * WG_X;
-            if (m < m_total && n < p.n) {
-                let at = m * p.n + n;
-                var v = acc[i * RN + j];
-                var v_b = acc_b[i * RN + j];
-                if (NORM == 1u) {
-                    let r = 1.0 / sqrt(squares[i] / f32(K) + p.epsilon);
-                    v *= r;
-                    v_b *= r;
-                }
-                switch MODE {
-                    case 1u: {
-                        var out = v;
-                        if (HAS_BIAS == 1u) {
-                            out += bias[n];
-                        }
-                        y[at] += out;
-                    }
-                    case 2u: {
-                        y[at] = silu(v) * v_b;
-                    }
-                    default: {
-                        var out = v;
-                        if (HAS_BIAS == 1u) {
-                            out += bias[n];
-                        }
-                        y[at] = out;
-                    }
-                }
-            }
-        }
-    }
+    store_row(m0 + local.y, n0 + local.x, acc0, gate0, squares.x, m_total);
+    store_row(m0 + local.y + WG_Y, n0 + local.x, acc1, gate1, squares.y, m_total);
+    store_row(m0 + local.y + 2u * WG_Y, n0 + local.x, acc2, gate2, squares.z, m_total);
+    store_row(m0 + local.y + 3u * WG_Y, n0 + local.x, acc3, gate3, squares.w, m_total);
 }
