@@ -5,6 +5,7 @@
 
 mod cache;
 mod context;
+mod conv;
 mod dense;
 mod norm;
 mod weights;
@@ -12,6 +13,7 @@ mod weights;
 mod tests;
 
 pub use cache::upload_count;
+pub use conv::conv_forward;
 pub use dense::dense_forward;
 pub use norm::norm_forward;
 
