@@ -1,8 +1,8 @@
 // shaders/conv.wgsl — convolution and transposed convolution over 1–3 channels-first spatial axes
 // as an implicit GEMM: y[b, f, p] = act(Σ_k patch[b·P + p, k]·W[f, k] + bias[f]), k = c·taps + t.
 // The patch matrix is never built: each value is read from x as it is staged, through the rule of
-// kernels::conv::Geometry (conv: input o·s + t − pad; transposed: (o + pad − t)/s where s divides
-// it exactly; outside the input: zero). Prepended by src/gpu/conv.rs: the tile constants WG_M,
+// kernels::conv::Geometry along every axis (conv: input o·s + t − pad; transposed: (o + pad − t)/s
+// where s divides it exactly; outside the input: zero). Prepended by src/gpu/conv.rs: the tile constants WG_M,
 // WG_N, RM, RN, TK, the loaders load_w (binding 2) and load_bias (binding 3) of
 // shaders/weights.wgsl, and shaders/activation.wgsl.
 // A workgroup computes a BM (rows: sample × output position) × BN (filters) tile; thread (tx, ty)
@@ -42,51 +42,54 @@ const THREADS: u32 = WG_M * WG_N;
 var<workgroup> xs: array<f32, TK * BM>;
 var<workgroup> ws: array<f32, TK * BN>;
 
-// The offset within one input channel that output position `position` reads through kernel tap
-// `tap` (both row-major over the axes), or in_len when the tap falls on padding.
-fn source(position: u32, tap: u32) -> u32 {
-    var pos = position;
-    var rest = tap;
+// Index tables, so staging a patch value takes no division: for each row of the tile, where its
+// sample starts in x (NONE past the last row) and its output index along each axis; for each
+// staged column, where its channel starts within a sample (NONE past the last column) and its
+// kernel tap along each axis. Axes are fastest first.
+const NONE: u32 = 0xFFFFFFFFu;
+var<workgroup> row_base: array<u32, BM>;
+var<workgroup> row_out: array<vec4<u32>, BM>;
+var<workgroup> col_base: array<u32, TK>;
+var<workgroup> col_tap: array<vec4<u32>, TK>;
+
+// `index` (row-major over the axes) split into its index along each axis of `sizes`.
+fn split(index: u32, sizes: vec4<u32>) -> vec4<u32> {
+    var rest = index;
+    var parts = vec4<u32>(0u);
+    for (var a = 0u; a < p.axes; a++) {
+        parts[a] = rest % sizes[a];
+        rest = rest / sizes[a];
+    }
+    return parts;
+}
+
+// The offset within one input channel that output index `o` reads through tap `t`, or NONE when
+// the tap falls on padding.
+fn source(o: vec4<u32>, t: vec4<u32>) -> u32 {
     var offset = 0u;
     var step = 1u;
     for (var a = 0u; a < p.axes; a++) {
-        let o = pos % p.output[a];
-        pos = pos / p.output[a];
-        let t = rest % p.kernel;
-        rest = rest / p.kernel;
         var i: u32;
         if (p.transposed == 1u) {
-            let shifted = o + p.padding;
-            if (shifted < t || (shifted - t) % p.stride != 0u) {
-                return p.in_len;
+            let shifted = o[a] + p.padding;
+            if (shifted < t[a] || (shifted - t[a]) % p.stride != 0u) {
+                return NONE;
             }
-            i = (shifted - t) / p.stride;
+            i = (shifted - t[a]) / p.stride;
         } else {
-            let shifted = o * p.stride + t;
+            let shifted = o[a] * p.stride + t[a];
             if (shifted < p.padding) {
-                return p.in_len;
+                return NONE;
             }
             i = shifted - p.padding;
         }
         if (i >= p.input[a]) {
-            return p.in_len;
+            return NONE;
         }
         offset += i * step;
         step *= p.input[a];
     }
     return offset;
-}
-
-// Patch value (row m, column k): 0 outside the matrix and on padding taps.
-fn patch_value(m: u32, k: u32) -> f32 {
-    if (m >= p.rows || k >= p.width) {
-        return 0.0;
-    }
-    let s = source(m % p.out_len, k % p.taps);
-    if (s >= p.in_len) {
-        return 0.0;
-    }
-    return x[((m / p.out_len) * p.channels + k / p.taps) * p.in_len + s];
 }
 
 @compute @workgroup_size(WG_M, WG_N, 1)
@@ -106,11 +109,40 @@ fn main(
     var acc: array<f32, RM * RN>;
     var a: array<f32, RM>;
 
+    for (var r = thread; r < BM; r += THREADS) {
+        let m = m0 + r;
+        var base = NONE;
+        if (m < p.rows) {
+            base = (m / p.out_len) * p.channels * p.in_len;
+            row_out[r] = split(m % p.out_len, p.output);
+        }
+        row_base[r] = base;
+    }
+
     for (var k0 = 0u; k0 < p.width; k0 += TK) {
+        for (var c = thread; c < TK; c += THREADS) {
+            let k = k0 + c;
+            var base = NONE;
+            if (k < p.width) {
+                base = (k / p.taps) * p.in_len;
+                col_tap[c] = split(k % p.taps, vec4<u32>(p.kernel));
+            }
+            col_base[c] = base;
+        }
+        workgroupBarrier();
         // Consecutive threads take consecutive rows: neighbouring output positions read
         // neighbouring input values.
         for (var l = thread; l < TK * BM; l += THREADS) {
-            xs[l] = patch_value(m0 + l % BM, k0 + l / BM);
+            let r = l % BM;
+            let c = l / BM;
+            var v = 0.0;
+            if (row_base[r] != NONE && col_base[c] != NONE) {
+                let s = source(row_out[r], col_tap[c]);
+                if (s != NONE) {
+                    v = x[row_base[r] + col_base[c] + s];
+                }
+            }
+            xs[l] = v;
         }
         // Consecutive threads take consecutive k of one filter: consecutive weights.
         for (var l = thread; l < TK * BN; l += THREADS) {
@@ -134,6 +166,7 @@ fn main(
                 }
             }
         }
+        // The next column tables and tiles overwrite what this step read.
         workgroupBarrier();
     }
 

@@ -53,8 +53,9 @@ impl Tile {
     fn filters(self) -> u32 {
         self.wg_n * self.rn
     }
+    /// Staged patches and weights, plus the index tables (a word and a vec4 per row and column).
     fn shared_bytes(self) -> u32 {
-        (self.rows() + self.filters()) * self.tk * 4
+        (self.rows() + self.filters()) * self.tk * 4 + (self.rows() + self.tk) * 20
     }
 
     /// A tile as wide as the filters need (up to 64), shrunk until it fits the device's limits.
