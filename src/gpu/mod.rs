@@ -6,6 +6,7 @@
 
 mod cache;
 mod context;
+mod conv;
 pub(crate) mod decoder;
 mod dense;
 mod norm;
@@ -16,6 +17,7 @@ mod tests;
 
 pub use cache::{register_resident_bytes, upload_count, ResidentBytes};
 pub(crate) use context::{context, Context};
+pub use conv::conv_forward;
 pub use dense::dense_forward;
 pub use norm::norm_forward;
 
