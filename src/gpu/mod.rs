@@ -9,6 +9,7 @@ pub(crate) mod decoder;
 mod dense;
 mod norm;
 pub(crate) mod resident;
+mod softmax;
 mod weights;
 #[cfg(test)]
 mod tests;
@@ -17,6 +18,7 @@ pub use cache::upload_count;
 pub(crate) use context::{context, Context};
 pub use dense::dense_forward;
 pub use norm::norm_forward;
+pub use softmax::{softmax_forward, SoftmaxMap};
 
 use crate::activation::Activation;
 use crate::error::Result;
