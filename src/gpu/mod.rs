@@ -7,6 +7,7 @@ mod cache;
 mod context;
 pub(crate) mod decoder;
 mod dense;
+mod kmeans;
 mod norm;
 pub(crate) mod resident;
 mod softmax;
@@ -17,6 +18,7 @@ mod tests;
 pub use cache::upload_count;
 pub(crate) use context::{context, Context};
 pub use dense::dense_forward;
+pub use kmeans::kmeans_forward;
 pub use norm::norm_forward;
 pub use softmax::{softmax_forward, SoftmaxMap};
 
