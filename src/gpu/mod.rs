@@ -11,6 +11,7 @@ mod embedding;
 mod kmeans;
 mod norm;
 pub(crate) mod resident;
+mod recurrent;
 mod softmax;
 mod weights;
 #[cfg(test)]
@@ -22,6 +23,7 @@ pub use dense::dense_forward;
 pub use embedding::embedding_forward;
 pub use kmeans::kmeans_forward;
 pub use norm::norm_forward;
+pub use recurrent::{recurrent_forward, GpuCell, SequenceShape};
 pub use softmax::{softmax_forward, SoftmaxMap};
 
 use crate::activation::Activation;
