@@ -29,11 +29,11 @@ const MIN_SPREAD: f32 = 1e-6;
 
 var<private> base: u32;
 var<private> lid: u32;
-// What the logits z = input / scale are divided by: T, or T·σ for the adaptive variant.
+// The logits are z = x_at(i) / scale: scale is T, or T·σ for the adaptive variant.
 var<private> scale: f32;
 
 // Value i of this domain (plus its Gumbel noise, drawn on the CPU as the CPU path draws it).
-fn input(i: u32) -> f32 {
+fn x_at(i: u32) -> f32 {
     var v = x[base + i];
     if (p.has_noise == 1u) {
         v += noise[base + i];
@@ -42,7 +42,7 @@ fn input(i: u32) -> f32 {
 }
 
 fn z(i: u32) -> f32 {
-    return input(i) / scale;
+    return x_at(i) / scale;
 }
 
 fn kept(i: u32) -> bool {
@@ -70,17 +70,17 @@ fn softmax_map() {
     }
 }
 
-// σ = max(std(input), 1e-6), the population standard deviation of the domain (two passes).
+// σ = max(std, 1e-6) from the population standard deviation of the domain (two passes).
 fn spread() -> f32 {
     let n = f32(p.len);
     var s = 0.0;
     for (var i = lid; i < p.len; i += WG) {
-        s += input(i);
+        s += x_at(i);
     }
     let mean = workgroup_sum(lid, s) / n;
     var squares = 0.0;
     for (var i = lid; i < p.len; i += WG) {
-        let d = input(i) - mean;
+        let d = x_at(i) - mean;
         squares += d * d;
     }
     return max(sqrt(workgroup_sum(lid, squares) / n), MIN_SPREAD);
@@ -197,23 +197,28 @@ fn entmax_map(alpha: f32) {
     if (p.kind != 6u) {
         var k = 0.0;
         var s = 0.0;
-        var squares = 0.0;
         for (var i = lid; i < p.len; i += WG) {
             let v = (alpha - 1.0) * (z(i) - m);
             if (v > lo) {
                 k += 1.0;
                 s += v;
-                squares += v * v;
             }
         }
         k = workgroup_sum(lid, k);
         s = workgroup_sum(lid, s);
-        squares = workgroup_sum(lid, squares);
         if (p.kind == 4u) {
             tau = (s - 1.0) / k;
         } else {
+            // τ = mean − √((1 − k·var)/k) over the support, the variance centred (f32 keeps it).
             let mean = s / k;
-            let variance = squares / k - mean * mean;
+            var squares = 0.0;
+            for (var i = lid; i < p.len; i += WG) {
+                let v = (alpha - 1.0) * (z(i) - m);
+                if (v > lo) {
+                    squares += (v - mean) * (v - mean);
+                }
+            }
+            let variance = workgroup_sum(lid, squares) / k;
             tau = mean - sqrt(max((1.0 - k * variance) / k, 0.0));
         }
     }
