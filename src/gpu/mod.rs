@@ -9,8 +9,12 @@ mod context;
 mod conv;
 pub(crate) mod decoder;
 mod dense;
+mod embedding;
+mod kmeans;
 mod norm;
 pub(crate) mod resident;
+mod recurrent;
+mod softmax;
 mod weights;
 #[cfg(test)]
 mod tests;
@@ -19,7 +23,11 @@ pub use cache::{register_resident_bytes, upload_count, ResidentBytes};
 pub(crate) use context::{context, Context};
 pub use conv::conv_forward;
 pub use dense::dense_forward;
+pub use embedding::embedding_forward;
+pub use kmeans::kmeans_forward;
 pub use norm::norm_forward;
+pub use recurrent::{recurrent_forward, GpuCell, SequenceShape};
+pub use softmax::{softmax_forward, SoftmaxMap};
 
 use crate::activation::Activation;
 use crate::error::Result;
