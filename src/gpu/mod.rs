@@ -7,6 +7,7 @@ mod cache;
 mod context;
 mod dense;
 mod norm;
+mod swiglu;
 mod weights;
 #[cfg(test)]
 mod tests;
@@ -14,6 +15,7 @@ mod tests;
 pub use cache::upload_count;
 pub use dense::dense_forward;
 pub use norm::norm_forward;
+pub use swiglu::{swiglu_forward, SwiGluWeights};
 
 use crate::activation::Activation;
 use crate::error::Result;
