@@ -3,6 +3,7 @@
 //! cache (weight buffers and pipelines), weights (packed tensors decoded in the shader), one
 //! module per kernel family. WGSL sources live in /shaders.
 
+mod attention;
 mod cache;
 mod context;
 mod dense;
@@ -10,8 +11,9 @@ mod norm;
 mod swiglu;
 mod weights;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
+pub use attention::{attention_forward, AttentionOutput, AttentionShape, AttentionWeights};
 pub use cache::upload_count;
 pub use dense::dense_forward;
 pub use norm::norm_forward;
