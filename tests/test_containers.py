@@ -197,8 +197,8 @@ def test_filter_gate_per_token_is_a_token_level_mixture_of_experts():
 
 
 def test_layer_without_a_gpu_kernel_refuses_device_gpu():
-    with pytest.raises(pv.InputError, match="SwiGLU has no GPU kernel"):
-        pv.layers.SwiGLU(4, 8).forward(data(2, 4), device="gpu")
+    with pytest.raises(pv.InputError, match="LSTM has no GPU kernel"):
+        pv.layers.LSTM(4, 8, 3).forward(data(2, 3, 4), device="gpu")
 
 
 def test_mismatched_branch_widths_for_add_name_coordinate_and_branches():

@@ -4,6 +4,7 @@
 //! pipelines), weights (packed tensors decoded in the shader), one module per kernel family.
 //! WGSL sources live in /shaders.
 
+mod attention;
 mod cache;
 mod context;
 mod conv;
@@ -12,13 +13,15 @@ mod dense;
 mod embedding;
 mod kmeans;
 mod norm;
-pub(crate) mod resident;
 mod recurrent;
+pub(crate) mod resident;
 mod softmax;
+mod swiglu;
 mod weights;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
+pub use attention::{attention_forward, AttentionOutput, AttentionShape, AttentionWeights};
 pub use cache::{register_resident_bytes, upload_count, ResidentBytes};
 pub(crate) use context::{context, Context};
 pub use conv::conv_forward;
@@ -28,6 +31,7 @@ pub use kmeans::kmeans_forward;
 pub use norm::norm_forward;
 pub use recurrent::{recurrent_forward, GpuCell, SequenceShape};
 pub use softmax::{softmax_forward, SoftmaxMap};
+pub use swiglu::{swiglu_forward, SwiGluWeights};
 
 use crate::activation::Activation;
 use crate::error::Result;
