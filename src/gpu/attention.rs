@@ -2,8 +2,8 @@
 //! RMSNorm + RoPE (shaders/rope.wgsl), streaming-softmax attention (shaders/attention.wgsl) and
 //! the output projection, recorded into one compute pass with one submit and one readback.
 
-use super::context::{context, Context};
-use super::dense::{dense_step, run_steps, Linear, Step};
+use super::context::{context, Context, Step};
+use super::dense::{dense_step, Linear};
 use super::{cache, weights, GpuWeights};
 use crate::activation::Activation;
 use crate::error::{shape_err, Error, Result};
@@ -158,7 +158,7 @@ pub fn attention_forward(
     let result = ctx.scoped("attention forward", || {
         let result = ctx.output("attention result", result_len)?;
         let steps = record(ctx, shape, weights, x, batch, seq, past, past_len, &result)?;
-        run_steps(ctx, &steps, &result, result_len)
+        ctx.run_steps(&steps, &result, result_len)
     })?;
     let (y, kv) = result.split_at(rows * d);
     let (keys, values) = kv.split_at(kv.len() / 2);

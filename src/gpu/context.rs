@@ -29,6 +29,15 @@ pub(crate) struct Dispatch<'a> {
     pub grid: (u32, u32, u32),
 }
 
+/// A dispatch that owns its pipeline and buffers (wgpu handles: a clone shares the GPU buffer),
+/// so a kernel's recorder can return it and callers can chain kernels through buffers they made;
+/// run a list of them with `Context::run_steps`.
+pub(crate) struct Step {
+    pub pipeline: wgpu::ComputePipeline,
+    pub buffers: Vec<wgpu::Buffer>,
+    pub grid: (u32, u32, u32),
+}
+
 static INSTANCE: OnceLock<wgpu::Instance> = OnceLock::new();
 static CONTEXT: OnceLock<Context> = OnceLock::new();
 /// The last failed creation and the adapter name it asked for. Asked again for the same adapter
@@ -386,6 +395,17 @@ impl Context {
         }
         self.queue.submit([encoder.finish()]);
         self.read_f32(&staging, len)
+    }
+
+    /// `run_and_read` over `steps`: each step's buffers bound as bindings 0, 1, ... in order.
+    pub fn run_steps(&self, steps: &[Step], result: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let bindings: Vec<Vec<&wgpu::Buffer>> = steps.iter().map(|s| s.buffers.iter().collect()).collect();
+        let dispatches: Vec<Dispatch<'_>> = steps
+            .iter()
+            .zip(&bindings)
+            .map(|(step, bindings)| Dispatch { pipeline: &step.pipeline, bindings, grid: step.grid })
+            .collect();
+        self.run_and_read(&dispatches, result, len)
     }
 
     /// Dispatches `pipeline` once over `grid` and reads back `len` f32 of `result`.

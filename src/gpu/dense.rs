@@ -1,8 +1,9 @@
 //! The dense forward on the GPU: argument checks, tile sizes from the device limits, kernel
 //! specialisation, and one encoder / compute pass / submit per call, read back through staging.
-//! Also the recorded `Step` other forwards chain dense projections with, in one pass.
+//! Also `dense_step`: a dense projection as a recorded `Step` (gpu/context.rs) that other
+//! forwards chain with their own kernels in one pass.
 
-use super::context::{context, Context, Dispatch};
+use super::context::{context, Context, Step};
 use super::{activation_code, cache, weights, GpuWeights};
 use crate::activation::Activation;
 use crate::error::{shape_err, Error, Result};
@@ -130,28 +131,8 @@ pub fn dense_forward(
         let y = ctx.output("dense y", out_len)?;
         let layer = Linear { rows: batch, in_features, out_features, weights, bias, activation };
         let step = dense_step(ctx, &x, &y, layer)?;
-        run_steps(ctx, &[step], &y, out_len)
+        ctx.run_steps(&[step], &y, out_len)
     })
-}
-
-/// One kernel launch recorded for `run_steps`: its pipeline, the buffers bound as bindings
-/// 0, 1, ... of group 0, and its workgroup grid.
-pub(crate) struct Step {
-    pub pipeline: wgpu::ComputePipeline,
-    pub buffers: Vec<wgpu::Buffer>,
-    pub grid: (u32, u32, u32),
-}
-
-/// Runs `steps` in order in one compute pass and one submit, then reads back the first `len`
-/// f32 of `result`.
-pub(crate) fn run_steps(ctx: &Context, steps: &[Step], result: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
-    let bindings: Vec<Vec<&wgpu::Buffer>> = steps.iter().map(|s| s.buffers.iter().collect()).collect();
-    let dispatches: Vec<Dispatch<'_>> = steps
-        .iter()
-        .zip(&bindings)
-        .map(|(step, bindings)| Dispatch { pipeline: &step.pipeline, bindings, grid: step.grid })
-        .collect();
-    ctx.run_and_read(&dispatches, result, len)
 }
 
 /// A dense projection of `rows` rows: y = act(x·Wᵀ + bias).

@@ -1,8 +1,8 @@
 //! SwiGLU forward on the GPU: gate and up projections fused with act(gate)·up in one kernel
 //! (shaders/swiglu.wgsl), then the down projection (the dense kernel); one pass, one readback.
 
-use super::context::{context, Context};
-use super::dense::{dense_step, run_steps, Linear, Step, Tile};
+use super::context::{context, Context, Step};
+use super::dense::{dense_step, Linear, Tile};
 use super::{activation_code, cache, weights, GpuWeights};
 use crate::activation::Activation;
 use crate::error::{shape_err, Error, Result};
@@ -68,7 +68,7 @@ pub fn swiglu_forward(
                 },
             )?,
         ];
-        run_steps(ctx, &steps, &y, rows * model)
+        ctx.run_steps(&steps, &y, rows * model)
     })
 }
 
