@@ -196,11 +196,6 @@ def test_filter_gate_per_token_is_a_token_level_mixture_of_experts():
     check_gradients(grid(layer), x, ref)
 
 
-def test_layer_without_a_gpu_kernel_refuses_device_gpu():
-    with pytest.raises(pv.InputError, match="LSTM has no GPU kernel"):
-        pv.layers.LSTM(4, 8, 3).forward(data(2, 3, 4), device="gpu")
-
-
 def test_mismatched_branch_widths_for_add_name_coordinate_and_branches():
     spec = {"depth": 1, "rows": 1, "cols": 1, "layers_per_cell": 1, "layers": [
         {"type": "parallel", "combine_mode": "add", "parallel_branches": [

@@ -364,10 +364,6 @@ impl LayerOps for Attention {
         vec![self.wq.clone(), self.wk.clone(), self.wv.clone(), self.wo.clone()]
     }
 
-    fn runs_on_gpu(&self) -> bool {
-        true
-    }
-
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
         if ctx.device == Device::Gpu {
             let seq = self.checked_sequence(&x)?;

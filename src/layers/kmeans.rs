@@ -176,10 +176,6 @@ impl LayerOps for KMeans {
         Some(self.activation)
     }
 
-    fn runs_on_gpu(&self) -> bool {
-        true
-    }
-
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
         if ctx.device == Device::Gpu {
             self.rows(&x)?;

@@ -299,10 +299,6 @@ impl LayerOps for Recurrent {
         }
     }
 
-    fn runs_on_gpu(&self) -> bool {
-        true
-    }
-
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
         if ctx.device == Device::Gpu {
             return self.infer_gpu(&x);

@@ -453,10 +453,6 @@ impl LayerOps for Softmax {
         Vec::new()
     }
 
-    fn runs_on_gpu(&self) -> bool {
-        true
-    }
-
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
         if ctx.device == Device::Gpu {
             return self.run_gpu(&x, ctx.schedule);

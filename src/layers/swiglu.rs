@@ -180,10 +180,6 @@ impl LayerOps for SwiGlu {
         vec![self.w_gate.clone(), self.w_up.clone(), self.w_down.clone()]
     }
 
-    fn runs_on_gpu(&self) -> bool {
-        true
-    }
-
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
         if ctx.device == Device::Gpu {
             return self.infer_gpu(&x);
