@@ -7,7 +7,7 @@
 //! Block dtypes (GGML Q4_0/Q4_1/Q8_0) carry their scales per block under either codec.
 
 use crate::codec::ggml_blocks::{self, GgmlType};
-use crate::codec::{self, Codec, Packed};
+use crate::codec::{self, device_copies, Codec, DeviceKey, Packed};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct WeightStore {
     master: Option<Vec<f32>>,
     shape: Vec<usize>,
@@ -28,6 +28,28 @@ pub struct WeightStore {
     loom_scale: f32,
     /// Changes whenever the master changes (GPU copies of float32 weights are keyed by it).
     generation: u64,
+}
+
+impl Clone for WeightStore {
+    /// A copy owns its master: a generation of its own, so training or dropping one never retires
+    /// the other's GPU copy. Packed versions are shared until either store replaces them.
+    fn clone(&self) -> WeightStore {
+        WeightStore {
+            master: self.master.clone(),
+            shape: self.shape.clone(),
+            codec: self.codec,
+            active: self.active,
+            versions: self.versions.clone(),
+            loom_scale: self.loom_scale,
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for WeightStore {
+    fn drop(&mut self) {
+        device_copies::retire(DeviceKey::Master(self.generation));
+    }
 }
 
 /// What kernels read: the float32 master itself or a packed version.
@@ -215,7 +237,7 @@ impl WeightStore {
         let packed = self.version(dtype)?;
         self.master = Some(packed.decode_all());
         self.versions.retain(|d, _| *d == dtype);
-        self.generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+        self.new_generation();
         Ok(())
     }
 
@@ -229,7 +251,14 @@ impl WeightStore {
         self.version(self.active)?;
         self.versions.retain(|d, _| *d == self.active);
         self.master = None;
+        device_copies::retire(DeviceKey::Master(self.generation));
         Ok(())
+    }
+
+    /// The master changed: its GPU copy (keyed by the old generation) is retired.
+    fn new_generation(&mut self) {
+        device_copies::retire(DeviceKey::Master(self.generation));
+        self.generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Bytes the weights take when stored as `dtype` (codes + scale/zero point).
@@ -273,7 +302,7 @@ impl WeightStore {
         })?;
         update(master);
         self.versions.clear();
-        self.generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+        self.new_generation();
         if self.active != DType::Float32 {
             self.version(self.active)?;
         }

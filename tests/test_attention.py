@@ -339,3 +339,58 @@ def test_kv_cache_follows_weight_changes_of_its_layer():
     after = cache.forward(x)
     assert not np.array_equal(before, after)
     np.testing.assert_allclose(after, layer.forward(x), rtol=1e-5, atol=1e-6)
+
+
+# ---- GPU --------------------------------------------------------------------------------------------------------
+
+needs_gpu = pytest.mark.skipif(not pv.gpu_available(), reason="no GPU adapter found by wgpu (install mesa-vulkan-drivers for lavapipe)")
+
+
+def check_gpu(layer, x, tol=1e-5, err=rel_err):
+    """device="gpu" against the CPU forward (≤ 1e-5) and against the float64 reference."""
+    gpu, cpu = layer.forward(x, device="gpu"), layer.forward(x)
+    assert gpu.shape == x.shape and gpu.dtype == np.float32
+    assert rel_err(gpu, cpu) <= 1e-5
+    samples = x.reshape(x.shape[0], -1, x.shape[-1])
+    assert err(gpu.reshape(samples.shape), attention_forward(samples, params_of(layer), config_of(layer))) <= tol
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", list(SHAPES))
+def test_gpu_forward_matches_the_cpu_and_the_reference(case):
+    """Q/K/V projections, Q/K norm + RoPE, streaming-softmax attention and the output projection
+    in one submit: 37 positions make three query blocks (the last partial) and several key tiles;
+    7 positions one partial block."""
+    layer = layer_for(case, seed=40)
+    d = SHAPES[case]["d_model"]
+    for batch, seq in ((2, 37), (3, 7)):
+        check_gpu(layer, inputs(batch, seq, d, seed=seq))
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_forward_decodes_every_dtype_in_the_shader(dtype):
+    layer = layer_for("gqa+qk_norm", seed=41, dtype=dtype)
+    check_gpu(layer, inputs(2, 5, 16, seed=42), tol=1e-4, err=norm_rel_err)
+
+
+@needs_gpu
+def test_gpu_forward_takes_every_sample_shape():
+    layer = layer_for("mha", seed=43)
+    x = inputs(5, 16, seed=44)  # [d] samples: one position each
+    assert rel_err(layer.forward(x, device="gpu"), layer.forward(x)) <= 1e-5
+    spec = {"depth": 1, "rows": 1, "cols": 1, "layers_per_cell": 1, "layers": [
+        {"type": "mha", "d_model": 12, "num_heads": 3, "seq_length": 4, "causal": False}]}
+    net = pv.VolumetricNetwork.from_spec(spec, seed=46)
+    x = inputs(3, 48, seed=47)  # flattened [seq_length·d] samples
+    assert rel_err(net.forward(x, device="gpu"), net.forward(x)) <= 1e-5
+
+
+@needs_gpu
+def test_gpu_forward_inside_a_network_grid():
+    net = pv.VolumetricNetwork(1, 1, 3, 1)
+    net.set_layer(0, 0, 0, 0, pv.layers.Dense(16, 16, "tanh", seed=50))
+    net.set_layer(0, 0, 1, 0, layer_for("gqa+qk_norm", seed=51, dtype="int8"))
+    net.set_layer(0, 0, 2, 0, pv.layers.SwiGLU(16, 24, seed=52))
+    x = inputs(3, 11, 16, seed=53)
+    assert rel_err(net.forward(x, device="gpu"), net.forward(x)) <= 1e-5

@@ -36,12 +36,34 @@ def test_gpu_suite_reports(capsys):
 
 
 def test_layers_suite_prints_a_table_per_layer_type(capsys):
-    args = argparse.Namespace(quick=True, scale=0.05, only=None, budget=0.0, no_welvet=True)
+    args = argparse.Namespace(quick=True, scale=0.05, only=None, budget=0.0, no_welvet=True, device="cpu")
     bench.layers(args)
     out = capsys.readouterr().out
     for name in ("Dense", "CNN2", "ConvTransposed3D", "MultiHeadAttention", "LSTM", "Softmax", "Residual"):
         assert f"### {name}, input" in out
     assert "| CNN1 | int4 | parallel |" in out and "| Softmax | — | tiled |" in out
+
+
+def test_layers_suite_on_the_gpu(capsys):
+    """--device gpu: a row per dtype with the GPU and CPU parallel times of every layer type
+    (each has a GPU kernel); the adapter is named in each table."""
+    only = ["Dense", "RMSNorm", "Residual", "SwiGLU", "Embedding"]
+    args = argparse.Namespace(quick=True, scale=0.05, only=only, budget=0.0, no_welvet=True, device="gpu")
+    bench.layers(args)
+    out = capsys.readouterr().out
+    if not pv.gpu_available():
+        assert "no GPU adapter" in out
+        return
+    name = pv.gpu_info()["name"]
+    for layer in only:
+        assert f"### {layer}, input" in out and f"GPU: {name}" in out
+        rows = [line.split(" | ") for line in out.splitlines() if line.startswith(f"| {layer} |")]
+        assert rows, layer
+        for row in rows:
+            assert float(row[2]) > 0 and row[4].endswith("×"), row
+    for dtype in ("float32", "int4"):
+        dense = next(line for line in out.splitlines() if line.startswith(f"| Dense | {dtype} |"))
+        assert float(dense.split(" | ")[-1].rstrip(" |")) <= 1e-5
 
 
 def test_numpy_peers_match_our_layers():

@@ -11,6 +11,7 @@ import polyvtd as pv
 from reference.containers import dense, parallel, sequential
 from reference.gradcheck import central_difference
 from reference.dense import norm_rel_err
+from reference.norm import layernorm_forward, rmsnorm_forward
 
 RNG = np.random.default_rng(7)
 
@@ -195,11 +196,6 @@ def test_filter_gate_per_token_is_a_token_level_mixture_of_experts():
     check_gradients(grid(layer), x, ref)
 
 
-def test_layer_without_a_gpu_kernel_refuses_device_gpu():
-    with pytest.raises(pv.InputError, match="SwiGLU has no GPU kernel"):
-        pv.layers.SwiGLU(4, 8).forward(data(2, 4), device="gpu")
-
-
 def test_mismatched_branch_widths_for_add_name_coordinate_and_branches():
     spec = {"depth": 1, "rows": 1, "cols": 1, "layers_per_cell": 1, "layers": [
         {"type": "parallel", "combine_mode": "add", "parallel_branches": [
@@ -318,3 +314,129 @@ def test_loom_build_spec_with_containers_loads_and_runs():
         {"z": 0, "y": 0, "x": 0, "l": 1, "type": "dense", "input_height": 7, "output_height": 2}]}
     net = pv.VolumetricNetwork.from_spec(spec, seed=1)
     assert net.forward(data(3, 4)).shape == (3, 2)
+
+
+# ---- device="gpu" through containers ----------------------------------------------------------
+# Containers, Residual and links only route: every Dense and norm inside runs its GPU kernel
+# (packed weights decoded in the shader), the combines run between them. Odd widths, batch > 1.
+
+needs_gpu = pytest.mark.skipif(
+    not pv.gpu_available(), reason="no GPU adapter found by wgpu (install mesa-vulkan-drivers for lavapipe)"
+)
+
+
+def wq(layer):
+    """The weights a layer computes with (its dtype's values), float64."""
+    return layer.weights.dequantize().astype(np.float64)
+
+
+def bq(layer):
+    return layer.bias.master.astype(np.float64)
+
+
+def rms(layer):
+    return lambda h: rmsnorm_forward(h, wq(layer), 1e-6)
+
+
+def ln(layer):
+    gain, shift = (p.dequantize().astype(np.float64) for p in layer.parameters)
+    return lambda h: layernorm_forward(h, gain, shift, 1e-5)
+
+
+def check_gpu(model, x, expected):
+    """`model` (a layer or a network) with device="gpu" against its CPU forward and the float64
+    reference output `expected`."""
+    gpu, cpu = model.forward(x, device="gpu"), model.forward(x)
+    assert gpu.dtype == np.float32 and gpu.shape == cpu.shape == expected.shape
+    assert norm_rel_err(gpu, cpu) <= 1e-5
+    assert norm_rel_err(gpu, expected) <= 1e-5
+    return gpu
+
+
+@needs_gpu
+def test_sequential_on_the_gpu():
+    d1 = pv.layers.Dense(13, 24, "gelu", bias=True, dtype="int8", seed=1)
+    norm = pv.layers.RMSNorm(24, dtype="fp8e4m3")
+    d2 = pv.layers.Dense(24, 24, "tanh", dtype="int4", seed=2)
+    block = pv.layers.Sequential(d1, norm, d2, pv.layers.Residual())  # d2(n) + n, n = norm(d1(x))
+    x = data(5, 13)
+    expected = sequential(x, [dense(wq(d1), "gelu", bq(d1)), rms(norm), dense(wq(d2), "tanh"), "residual"])
+    check_gpu(block, x, expected)
+    check_gpu(grid(block), x, expected)
+
+
+@needs_gpu
+@pytest.mark.parametrize("combine", ["add", "avg", "concat", "grid_scatter", "filter"])
+def test_parallel_combines_on_the_gpu(combine):
+    b1 = pv.layers.Dense(11, 6, "relu", bias=True, dtype="uint4", seed=1)
+    d2, norm = pv.layers.Dense(11, 6, seed=2, dtype="bfloat16"), pv.layers.LayerNorm(6, dtype="int8")
+    gate = pv.layers.Dense(11, 2, seed=3, dtype="fp4") if combine == "filter" else None
+    layer = pv.layers.Parallel(b1, pv.layers.Sequential(d2, norm), combine=combine, gate=gate)
+    x = data(7, 11)
+    branches = [dense(wq(b1), "relu", bq(b1)), lambda v: ln(norm)(dense(wq(d2))(v))]
+    expected = parallel(x, branches, combine, gate=None if gate is None else dense(wq(gate)))
+    check_gpu(layer, x, expected)
+
+
+@needs_gpu
+def test_filter_gate_per_token_on_the_gpu():
+    experts = [pv.layers.Dense(5, 5, "silu", dtype=d, seed=s) for s, d in ((1, "int16"), (2, "ternary"))]
+    gate = pv.layers.Dense(5, 2, seed=3)
+    layer = pv.layers.Parallel(*experts, combine="filter", gate=gate)
+    x = data(3, 4, 5)  # [batch, tokens, d]: one gate row per token
+    logits = dense(wq(gate))(x)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    expected = sum(p[..., i:i + 1] * dense(wq(e), "silu")(x) for i, e in enumerate(experts))
+    check_gpu(layer, x, expected)
+
+
+@needs_gpu
+def test_residual_and_remote_links_on_the_gpu():
+    a = pv.layers.Dense(9, 9, "tanh", bias=True, dtype="fp8e5m2", seed=1)
+    b = pv.layers.Dense(9, 9, "relu", seed=2)
+    c = pv.layers.RMSNorm(9, dtype="uint8")
+    net = grid(a, b, c, pv.layers.Residual(), pv.layers.Dense(9, 3, dtype="binary", seed=4))
+    net.set_link(0, 0, 0, 3, (0, 0, 0, 0))  # out = d(c(b(a(x))) + a(x))
+    x = data(6, 9)
+    h = dense(wq(a), "tanh", bq(a))(x)
+    expected = dense(wq(net.layer(0, 0, 0, 4)))(rms(c)(dense(wq(b), "relu")(h)) + h)
+    check_gpu(net, x, expected)
+    net.set_link(0, 0, 0, 2, (0, 0, 0, 0))  # c reads a's output: b's is unused
+    expected = dense(wq(net.layer(0, 0, 0, 4)))(rms(c)(h) + h)
+    check_gpu(net, x, expected)
+
+
+@needs_gpu
+def test_remote_links_inside_containers_on_the_gpu():
+    shared = pv.layers.Dense(8, 8, "tanh", dtype="int2", seed=1)
+    norm = pv.layers.LayerNorm(8, dtype="float16")
+    own = pv.layers.Dense(8, 8, seed=2)
+    block = pv.layers.Parallel((0, 0, 0, 0), pv.layers.Sequential(own, (0, 0, 0, 1)), combine="add")
+    net = grid(shared, norm, block)
+    x = data(4, 8)
+    h = ln(norm)(dense(wq(shared), "tanh")(x))
+    expected = dense(wq(shared), "tanh")(h) + ln(norm)(dense(wq(own))(h))
+    check_gpu(net, x, expected)
+
+
+@needs_gpu
+def test_containers_across_a_grid_on_the_gpu():
+    """A 2×1×2 grid (cells run z, y, x in order), two layers per cell, disabled and empty slots."""
+    net = pv.VolumetricNetwork(2, 1, 2, 2)
+    d0 = pv.layers.Dense(10, 12, "relu", bias=True, dtype="int4", seed=1)
+    net.set_layer(0, 0, 0, 0, d0)
+    net.set_layer(0, 0, 0, 1, pv.layers.Dense(12, 12, seed=9))
+    net.set_disabled(0, 0, 0, 1)
+    norm = pv.layers.RMSNorm(12, dtype="int32")
+    net.set_layer(0, 0, 1, 0, norm)
+    experts = [pv.layers.Dense(12, 12, "gelu", dtype="uint2", seed=s) for s in (2, 3)]
+    gate = pv.layers.Dense(12, 2, seed=4)
+    moe = pv.layers.Parallel(*experts, combine="filter", gate=gate)
+    net.set_layer(1, 0, 0, 0, pv.layers.Sequential(moe, pv.layers.Residual()))
+    d1 = pv.layers.Dense(12, 5, "sigmoid", dtype="float64", seed=5)
+    net.set_layer(1, 0, 1, 1, d1)
+    x = data(3, 10)
+    h = rms(norm)(dense(wq(d0), "relu", bq(d0))(x))
+    h = parallel(h, [dense(wq(e), "gelu") for e in experts], "filter", gate=dense(wq(gate))) + h
+    check_gpu(net, x, dense(wq(d1), "sigmoid")(h))

@@ -358,3 +358,84 @@ def test_training_a_small_conv_net_reduces_the_loss():
     net.set_layer(0, 0, 0, 2, pv.layers.Dense(2 * 8 * 8, 1, bias=True, seed=3))
     result = net.train(x, target, epochs=30, lr=0.01, batch_size=16, optimizer="adam")
     assert result.loss_history[-1] < 0.3 * result.loss_history[0]
+
+
+# ---- GPU forward ----------------------------------------------------------------------------------
+
+needs_gpu = pytest.mark.skipif(not pv.gpu_available(), reason="no GPU adapter found by wgpu (install mesa-vulkan-drivers for lavapipe)")
+
+
+def check_gpu(layer, x, tol=1e-5):
+    """device="gpu" against the CPU forward and the NumPy reference (on the dequantised weights)."""
+    gpu, cpu = layer.forward(x, device="gpu"), layer.forward(x)
+    assert gpu.dtype == np.float32 and gpu.shape == cpu.shape
+    assert rel_err(gpu, cpu) <= tol
+    assert rel_err(gpu, expected_forward(layer, x)) <= tol
+    return gpu
+
+
+@needs_gpu
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_forward_every_dtype(dtype, name):
+    """Packed weights of every dtype decoded in the shader (shaders/conv.wgsl via weights.wgsl)."""
+    i = DTYPES.index(dtype)
+    layer = make(name, ["tanh", "relu", "linear"][i % 3], bias=i % 2 == 0, dtype=dtype, seed=i)
+    check_gpu(layer, sample_input(name, batch=2, seed=i))
+
+
+# Odd sizes (rows, filters and channels·taps off the tile sizes 64 × {4, 16, 64} × 16): one case
+# per tile width and per kind, strides, padding and output padding on non-square inputs.
+GPU_ODD = {
+    "CNN1 wide": (pv.layers.CNN1, (5, 17, 5, 37), dict(stride=2, padding=3), (5, 37)),
+    "CNN2": (pv.layers.CNN2, (3, 6, 3, (11, 13)), dict(padding=1), (3, 11, 13)),
+    "CNN3": (pv.layers.CNN3, (2, 3, 3, (5, 4, 7)), dict(stride=2, padding=1), (2, 5, 4, 7)),
+    "ConvTransposed1D": (pv.layers.ConvTransposed1D, (4, 5, 5, 23), dict(stride=3, padding=2, output_padding=2), (4, 23)),
+    "ConvTransposed2D wide": (pv.layers.ConvTransposed2D, (3, 18, 3, (5, 7)), dict(stride=2, padding=1, output_padding=1), (3, 5, 7)),
+    "ConvTransposed3D": (pv.layers.ConvTransposed3D, (2, 3, 2, (3, 2, 4)), dict(stride=2), (2, 3, 2, 4)),
+}
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", list(GPU_ODD))
+@pytest.mark.parametrize("activation,dtype", [("silu", "float32"), ("gelu", "int4"), ("sigmoid", "fp8e4m3")])
+def test_gpu_forward_odd_shapes_and_batches(case, activation, dtype):
+    builder, args, kwargs, shape = GPU_ODD[case]
+    layer = builder(*args, activation, bias=True, dtype=dtype, seed=7, **kwargs)
+    for batch in (1, 5):
+        check_gpu(layer, inputs((batch, *shape), seed=batch))
+
+
+@needs_gpu
+def test_gpu_flattened_samples_and_no_bias():
+    layer = make("ConvTransposed2D", "leaky_relu", seed=3)
+    x = sample_input("ConvTransposed2D", batch=4)
+    gpu = check_gpu(layer, x)
+    np.testing.assert_array_equal(layer.forward(x.reshape(4, -1), device="gpu"), gpu)
+
+
+@needs_gpu
+def test_gpu_follows_weight_and_bias_updates():
+    """The uploaded copies are keyed by the master's generation and the packed version."""
+    layer = make("CNN2", "tanh", bias=True, seed=8)
+    x = sample_input("CNN2", batch=2)
+    before = check_gpu(layer, x)
+    layer.bias.set_master(layer.bias.master + 0.5)
+    after_bias = check_gpu(layer, x)
+    layer.weights.morph("int2")
+    after_morph = check_gpu(layer, x)
+    assert not np.allclose(before, after_bias) and not np.allclose(after_bias, after_morph)
+
+
+@needs_gpu
+def test_gpu_network_of_conv_layers_matches_the_cpu():
+    """CNN2 → ConvTransposed2D → CNN1 on flattened samples → Dense in one grid, device="gpu"."""
+    net = pv.VolumetricNetwork(1, 1, 2, 2)
+    net.set_layer(0, 0, 0, 0, pv.layers.CNN2(2, 4, 3, (7, 6), "relu", stride=2, padding=1, bias=True, seed=1, dtype="int8"))
+    net.set_layer(0, 0, 0, 1, pv.layers.ConvTransposed2D(4, 3, 3, (4, 3), "tanh", stride=2, output_padding=1, seed=2))
+    net.set_layer(0, 0, 1, 0, pv.layers.CNN1(3, 2, 4, 10 * 8, "silu", stride=3, bias=True, seed=3, dtype="fp4"))
+    net.set_layer(0, 0, 1, 1, pv.layers.Dense(2 * 26, 5, seed=4))
+    x = inputs((3, 2 * 7 * 6), seed=9)
+    gpu, cpu = net.forward(x, device="gpu"), net.forward(x)
+    assert gpu.shape == cpu.shape == (3, 5)
+    assert rel_err(gpu, cpu) <= 1e-5

@@ -145,3 +145,41 @@ def test_training_learns_a_vector_per_token():
     result = net.train(x, y, epochs=10, lr=0.1, batch_size=16, optimizer="adam")
     assert result.loss_history[-1] < 0.1 * result.loss_history[0]
     np.testing.assert_allclose(net.layer(0, 0, 0, 0).weights.master, targets, atol=0.1)
+
+
+# ---- GPU --------------------------------------------------------------------------------------------
+
+GPU = pytest.mark.skipif(not pv.gpu_available(), reason="no GPU adapter found by wgpu (install mesa-vulkan-drivers for lavapipe)")
+ACTIVATIONS = list(JSON_NAMES)
+
+
+@GPU
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_forward_matches_the_cpu_and_the_reference(dtype):
+    """device="gpu": one thread per output value (shaders/embedding.wgsl), the table decoded in
+    the shader; batch 3 of 7 ids × 10 values (not a multiple of the 64-thread workgroup), each
+    dtype with another activation."""
+    i = DTYPES.index(dtype)
+    act = ACTIVATIONS[i % len(ACTIVATIONS)]
+    layer = pv.layers.Embedding(13, 10, activation=act, dtype=dtype, seed=i)
+    x = ids((3, 7), 13, seed=i)
+    gpu, cpu = layer.forward(x, device="gpu"), layer.forward(x)
+    assert gpu.shape == (3, 7, 10)
+    assert rel_err(gpu, cpu) <= 1e-5
+    assert rel_err(gpu, embedding_forward(x, layer.weights.dequantize(), act)) <= 1e-5
+    if act == "linear":  # rows are exact decodes, on the GPU too
+        np.testing.assert_array_equal(gpu, cpu)
+
+
+@GPU
+def test_gpu_forward_in_a_network_and_bad_ids():
+    net = pv.VolumetricNetwork(1, 1, 1, 2)
+    net.set_layer(0, 0, 0, 0, pv.layers.Embedding(50, 32, activation="gelu", dtype="q4_0", seed=3))
+    net.set_layer(0, 0, 0, 1, pv.layers.Dense(32, 5, activation="tanh", seed=4))
+    x = ids((4, 3, 11), 50, seed=5)
+    gpu = net.forward(x, device="gpu")
+    assert gpu.shape == (4, 3, 11, 5)
+    assert rel_err(gpu, net.forward(x)) <= 1e-5
+    x[2, 1, 7] = 50.0
+    with pytest.raises(pv.InputError, match=r"50 at sample 2, index \[1, 7\]"):
+        net.layer(0, 0, 0, 0).forward(x, device="gpu")

@@ -162,3 +162,44 @@ def test_clustering_moves_centroids_onto_the_blobs():
     c = net.layer(0, 0, 0, 0).weights.master
     nearest = np.linalg.norm(centers[:, None, :] - c[None, :, :], axis=-1).min(axis=1)
     assert nearest.max() < 0.5
+
+
+# ---- GPU --------------------------------------------------------------------------------------------
+
+GPU = pytest.mark.skipif(not pv.gpu_available(), reason="no GPU adapter found by wgpu (install mesa-vulkan-drivers for lavapipe)")
+
+
+@GPU
+@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_forward_matches_the_cpu_and_the_reference(dtype, output):
+    """device="gpu": one workgroup per sample (shaders/kmeans.wgsl), the centroids decoded in
+    the shader; batch 4, 6 features and 5 clusters (a fraction of one workgroup)."""
+    i = DTYPES.index(dtype)
+    act = ["linear", "sigmoid", "tanh"][i % 3]
+    layer = pv.layers.KMeans(6, 5, temperature=2.0, output_mode=output, activation=act, dtype=dtype, seed=i)
+    x = inputs((4, 6), seed=i, scale=1.5)
+    gpu, cpu = layer.forward(x, device="gpu"), layer.forward(x)
+    assert gpu.shape == cpu.shape == ((4, 5) if output == "probabilities" else (4, 6))
+    assert rel_err(gpu, cpu) <= 1e-5
+    expected = kmeans_forward(x, layer.weights.dequantize(), **settings(layer))
+    assert rel_err(gpu, expected) <= 1e-5
+
+
+@GPU
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_gpu_forward_past_one_workgroup_and_in_a_network(output):
+    """More clusters and features than threads in a workgroup (each thread takes several), sample
+    shape [3, 100]; then the layer inside a grid after a Dense layer."""
+    layer = pv.layers.KMeans(300, 270, temperature=6.0, output_mode=output, dtype="fp8e4m3", seed=10)
+    x = inputs((3, 3, 100), seed=11)
+    gpu = layer.forward(x, device="gpu")
+    assert gpu.shape == ((3, 270) if output == "probabilities" else (3, 3, 100))
+    assert rel_err(gpu, layer.forward(x)) <= 1e-5
+    expected = kmeans_forward(x, layer.weights.dequantize(), **settings(layer)).reshape(gpu.shape)
+    assert rel_err(gpu, expected) <= 1e-5
+    net = pv.VolumetricNetwork(1, 1, 2, 1)
+    net.set_layer(0, 0, 0, 0, pv.layers.Dense(7, 9, activation="tanh", seed=12))
+    net.set_layer(0, 0, 1, 0, pv.layers.KMeans(9, 4, temperature=0.7, output_mode=output, dtype="int4", seed=13))
+    x = inputs((5, 7), seed=14)
+    assert rel_err(net.forward(x, device="gpu"), net.forward(x)) <= 1e-5

@@ -173,10 +173,11 @@ def test_training_through_a_layernorm_reduces_the_loss():
 
 @pytest.mark.skipif(not pv.gpu_available(), reason="no GPU adapter found by wgpu (install mesa-vulkan-drivers for lavapipe)")
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("dtype", ["float32", "int8", "int4", "fp8e4m3"])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_gpu_forward_matches_the_cpu_and_the_reference(kind, dtype):
-    """device="gpu": one workgroup per row (shaders/norm.wgsl), rows wider than the workgroup
-    (300 > 256 threads) and rows narrower than it, packed weights as the CPU decodes them."""
+    """device="gpu" for every dtype: one workgroup per row (shaders/norm.wgsl), rows wider than
+    the workgroup (300 > 256 threads) and rows narrower than it, packed weights decoded in the
+    shader to the values the CPU decodes."""
     for width in (300, 7):
         layer = make(kind, width, seed=11, dtype=dtype)
         x = inputs((4, 5, width), seed=12, scale=3.0, offset=0.7)

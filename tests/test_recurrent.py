@@ -301,3 +301,48 @@ def test_training_learns_a_delayed_copy(cell):
     assert result.stopped_early is None
     assert result.loss_history[-1] < 0.1 * result.loss_history[0]
     assert np.mean((net.forward(x) - y) ** 2) < 0.02
+
+
+# ---- GPU --------------------------------------------------------------------------------------------
+
+GPU = pytest.mark.skipif(not pv.gpu_available(), reason="no GPU adapter found by wgpu (install mesa-vulkan-drivers for lavapipe)")
+
+
+@GPU
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", CELLS)
+def test_gpu_forward_matches_the_cpu_and_the_reference(cell, dtype):
+    """device="gpu": the input projection and each step's recurrent product (shaders/dense.wgsl)
+    and cell (shaders/recurrent.wgsl) in one pass, W_ih / W_hh decoded in the shader; batch 3,
+    sizes that fill no tile or workgroup, every hidden state and the last one only."""
+    i = DTYPES.index(dtype)
+    for last_only in (False, True):
+        layer = make(cell, 5, 7, 4, dtype=dtype, seed=i, return_sequences=not last_only)
+        x = inputs(3, 4, 5, seed=i + 1)
+        gpu, cpu = layer.forward(x, device="gpu"), layer.forward(x)
+        assert gpu.shape == cpu.shape == ((3, 7) if last_only else (3, 4, 7))
+        assert rel_err(gpu, cpu) <= 1e-5
+        expected = reference_forward(cell, x, params_of(layer))
+        assert rel_err(gpu, expected[:, -1] if last_only else expected) <= 1e-5
+
+
+@GPU
+@pytest.mark.parametrize("cell", CELLS)
+def test_gpu_forward_across_tiles_and_workgroups(cell):
+    """Gate widths, rows and hidden units past one 16 × 16 product tile and one 64-thread cell
+    workgroup, and a flat sample shape."""
+    layer = make(cell, 19, 37, 6, dtype="int8", seed=20)
+    x = inputs(5, 6, 19, seed=21)
+    gpu = layer.forward(x.reshape(5, 114), device="gpu")
+    assert gpu.shape == (5, 6, 37)
+    assert rel_err(gpu, layer.forward(x)) <= 1e-5
+    assert rel_err(gpu, reference_forward(cell, x, params_of(layer))) <= 1e-5
+
+
+@GPU
+def test_gpu_forward_in_a_network():
+    net = pv.VolumetricNetwork.from_spec(LOOM_SEQUENCE, seed=3)
+    x = inputs(4, 5, 2, seed=22)
+    gpu, cpu = net.forward(x, device="gpu"), net.forward(x)
+    assert gpu.shape == (4, 5, 1)
+    assert rel_err(gpu, cpu) <= 1e-5

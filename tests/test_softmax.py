@@ -362,3 +362,73 @@ def test_training_through_the_softmax_reduces_the_loss(fields):
     result = net.train(x, targets, epochs=25, lr=0.05, batch_size=30, optimizer="adam")
     assert result.stopped_early is None
     assert result.loss_history[-1] < 0.5 * result.loss_history[0]
+
+
+# ---- GPU --------------------------------------------------------------------------------------------
+
+GPU = pytest.mark.skipif(not pv.gpu_available(), reason="no GPU adapter found by wgpu (install mesa-vulkan-drivers for lavapipe)")
+MASK300 = [i % 7 not in (2, 5) for i in range(300)]
+#: builder keyword arguments per case for samples of shape [2, 300]: rows wider than the
+#: workgroup, so every thread takes several values.
+WIDE = {
+    "standard": dict(kind="standard", temperature=0.9),
+    "grid": dict(kind="grid", cols=200),
+    "hierarchical": dict(kind="hierarchical", hierarchy_levels=[5, 60]),
+    "masked": dict(kind="masked", mask=MASK300),
+    "sparse": dict(kind="sparse"),
+    "adaptive": dict(kind="adaptive", temperature=1.7),
+    "mixture": dict(kind="mixture", temperature=2.5),
+    "entmax_1.5": dict(kind="entmax", temperature=0.5),
+    "entmax_1.7": dict(kind="entmax", entmax_alpha=1.7),
+}
+
+
+@GPU
+@pytest.mark.parametrize("case", VARIANTS)
+def test_gpu_forward_matches_the_cpu_and_the_reference(case):
+    """device="gpu": one workgroup per normalised vector (shaders/softmax.wgsl), in f32; batch 3
+    of samples [2, 12]."""
+    x = inputs(3, 2, 12, seed=23)
+    gpu, cpu = build(case).forward(x, device="gpu"), build(case).forward(x)
+    assert gpu.shape == x.shape
+    assert rel_err(gpu, cpu) <= 1e-5
+    assert rel_err(gpu, reference(case).forward(x)) <= 1e-5
+    if case == "masked":
+        assert (gpu[..., ~np.array(MASK12)] == 0).all()
+
+
+@GPU
+@pytest.mark.parametrize("case", WIDE)
+def test_gpu_forward_of_rows_wider_than_a_workgroup(case):
+    x = inputs(2, 2, 300, seed=24, scale=3.0)
+    gpu, cpu = pv.layers.Softmax(**WIDE[case]).forward(x, device="gpu"), pv.layers.Softmax(**WIDE[case]).forward(x)
+    assert rel_err(gpu, cpu) <= 1e-5
+    assert rel_err(gpu, Variant(**WIDE[case]).forward(x)) <= 1e-5
+
+
+@GPU
+def test_gpu_gumbel_draws_the_noise_the_cpu_draws():
+    """The noise is drawn on the CPU from the same stream (seed, forward count, domain), so a
+    layer on the GPU and its twin on the CPU give the same samples, call after call."""
+    x = inputs(4, 10, seed=25)
+    on_gpu, on_cpu = pv.layers.Softmax("gumbel", temperature=0.7, seed=5), pv.layers.Softmax("gumbel", temperature=0.7, seed=5)
+    for _ in range(2):
+        gpu, cpu = on_gpu.forward(x, device="gpu"), on_cpu.forward(x)
+        assert rel_err(gpu, cpu) <= 1e-5
+        noise = 0.7 * np.log(cpu.astype(np.float64)) - x  # up to a constant per row, which softmax ignores
+        assert rel_err(gpu, Variant("gumbel", temperature=0.7).forward(x, noise)) <= 1e-5
+
+
+@GPU
+def test_gpu_edge_rows_and_a_network():
+    """A one-value row, constant rows (adaptive clamps σ; sparse maps split ties evenly), and
+    the layer at the end of a grid."""
+    one = inputs(3, 1, seed=26)
+    for kind in ("standard", "sparse", "entmax", "hierarchical"):
+        np.testing.assert_allclose(pv.layers.Softmax(kind).forward(one, device="gpu"), 1.0, rtol=1e-6)
+    constant = np.full((2, 8), 3.0, np.float32)
+    for kind in ("adaptive", "sparse", "entmax", "mixture"):
+        np.testing.assert_allclose(pv.layers.Softmax(kind).forward(constant, device="gpu"), 1 / 8, rtol=1e-6)
+    net = pv.VolumetricNetwork.from_spec(LOOM_EXAMPLE, seed=1)
+    x = inputs(5, 4, seed=27)
+    assert rel_err(net.forward(x, device="gpu"), net.forward(x)) <= 1e-5

@@ -142,3 +142,52 @@ def test_training_reduces_the_loss():
     net.set_layer(0, 0, 0, 0, pv.layers.SwiGLU(6, 16, seed=1))
     result = net.train(x, y, epochs=20, lr=0.01, batch_size=16, optimizer="adam")
     assert result.loss_history[-1] < 0.5 * result.loss_history[0]
+
+
+# ---- GPU --------------------------------------------------------------------------------------------------------
+
+needs_gpu = pytest.mark.skipif(not pv.gpu_available(), reason="no GPU adapter found by wgpu (install mesa-vulkan-drivers for lavapipe)")
+
+
+def check_gpu(layer, x, tol=1e-5, err=rel_err):
+    """device="gpu" against the CPU forward (≤ 1e-5) and against the float64 reference."""
+    gpu, cpu = layer.forward(x, device="gpu"), layer.forward(x)
+    assert gpu.shape == x.shape and gpu.dtype == np.float32
+    assert rel_err(gpu, cpu) <= 1e-5
+    assert err(gpu, swiglu_forward(x, *weights_of(layer), act=gate_of(layer))) <= tol
+
+
+@needs_gpu
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("activation", ["silu", "relu2"])
+@pytest.mark.parametrize("h,i", [(12, 20), (16, 6)])
+def test_gpu_forward_matches_the_cpu_and_the_reference(h, i, activation, bias):
+    """The fused gate/up kernel then the down projection, one submit; [3, h] samples, batch 4."""
+    layer = pv.layers.SwiGLU(h, i, bias=bias, activation=activation, seed=h + i)
+    check_gpu(layer, inputs((4, 3, h), seed=1, scale=2.0))
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_forward_decodes_every_dtype_in_the_shader(dtype):
+    i = DTYPES.index(dtype)
+    layer = pv.layers.SwiGLU(24, 40, dtype=dtype, activation=["silu", "relu2"][i % 2], seed=i)
+    check_gpu(layer, inputs((5, 24), seed=3, scale=2.0), tol=1e-4, err=norm_rel_err)
+
+
+@needs_gpu
+def test_gpu_forward_with_shapes_off_the_tile_grid():
+    """37 rows (one 64-row tile, partly empty), h = 70 (not a multiple of the 16-wide K step) and
+    I = 130 (three 64-column tiles, the last with 2 columns)."""
+    layer = pv.layers.SwiGLU(70, 130, dtype="int4", seed=8)
+    check_gpu(layer, inputs((37, 70), seed=9), tol=1e-4, err=norm_rel_err)
+    check_gpu(layer, inputs((1, 70), seed=10), tol=1e-4, err=norm_rel_err)
+
+
+@needs_gpu
+def test_gpu_forward_inside_a_network_grid():
+    net = pv.VolumetricNetwork(1, 1, 2, 1)
+    net.set_layer(0, 0, 0, 0, pv.layers.Dense(9, 12, "tanh", seed=11))
+    net.set_layer(0, 0, 1, 0, pv.layers.SwiGLU(12, 18, dtype="fp8e4m3", activation="relu2", seed=12))
+    x = inputs((6, 9), seed=13)
+    assert rel_err(net.forward(x, device="gpu"), net.forward(x)) <= 1e-5

@@ -13,9 +13,12 @@ from ._core import (
     block_dtypes,
     dtypes,
     gguf_info,
+    gpu_adapters,
     gpu_available,
     gpu_info,
+    gpu_memory,
     simd_level,
+    use_gpu,
 )
 from . import errors
 from .errors import *  # noqa: F403  (the exception classes; listed in errors.__all__)
@@ -41,6 +44,9 @@ __all__ = [
     "gguf_info",
     "gpu_available",
     "gpu_info",
+    "gpu_adapters",
+    "use_gpu",
+    "gpu_memory",
     "simd_level",
     *errors.__all__,
 ]

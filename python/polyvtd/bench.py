@@ -227,6 +227,15 @@ def gpu(args) -> None:
 def layers(args) -> None:
     from . import bench_layers
 
+    if args.device == "gpu":
+        if not pv.gpu_available():
+            print("no GPU adapter found by wgpu: nothing to measure")
+            return
+        info = pv.gpu_info()
+        print(f"polyvtd {pv.__version__} on {info['name']} ({info['backend']}, {info['driver']}) beside "
+              f"{os.cpu_count()} CPU threads\n", flush=True)
+        bench_layers.run(args, timeit, _table, None)
+        return
     welvet = None if args.no_welvet else _welvet()
     print(f"polyvtd {pv.__version__}, {os.cpu_count()} CPU threads, NumPy {np.__version__}, "
           f"welvet {getattr(welvet, '__version__', 'not installed')}\n", flush=True)
@@ -258,6 +267,8 @@ def main(argv=None) -> int:
     lay.add_argument("--scale", type=float, default=1.0, help="shrink (<1) or grow the shapes")
     lay.add_argument("--only", nargs="*", help="layer type names to run (default: all)")
     lay.add_argument("--budget", type=float, default=0.3, help="seconds of repeats per figure")
+    lay.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                     help="gpu: each layer's GPU forward beside our CPU parallel forward")
     llm = sub.add_parser("llm", help="SmolLM2-135M-Instruct prefill/decode speed and memory vs llama.cpp (CPU) "
                                      "or HF transformers (--device gpu)")
     llm.add_argument("--device", choices=["cpu", "gpu"], default="cpu")

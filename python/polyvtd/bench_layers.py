@@ -3,6 +3,9 @@ backward) per schedule and a few dtypes, beside a straightforward NumPy float32 
 of the same forward (im2col + matmul for convolutions, batched matmul for attention) and, when
 installed, welvet (the reference engine) on the same build spec — all timed in the same run.
 Ratios are "peer time / polyvtd time": > 1 means polyvtd is faster.
+
+``--device gpu``: the same layers' forward with ``device="gpu"`` (upload of x, one submission and
+the readback included) beside our CPU ``parallel`` schedule timed in the same run.
 """
 
 from __future__ import annotations
@@ -240,15 +243,43 @@ def layer_rows(case: Case, rng, use_welvet: bool, dtypes, modes, budget, timeit)
     return rows
 
 
+def gpu_rows(case: Case, rng, dtypes, budget, timeit) -> list:
+    """The GPU forward per dtype beside our CPU parallel forward, with their relative difference."""
+    layer = pv.layers.from_spec(case.spec, seed=1)
+    x = _inputs(case, rng)
+    rows = []
+    for dtype in (dtypes if layer.parameters else ("—",)):
+        if layer.parameters:
+            layer.morph(dtype)
+        gpu_y = layer.forward(x, device="gpu")
+        cpu_y = layer.forward(x, mode="parallel")
+        scale = float(np.abs(cpu_y).max()) if cpu_y.size else 0.0
+        err = float(np.abs(gpu_y - cpu_y).max()) / scale if scale else 0.0
+        gpu = timeit(lambda: layer.forward(x, device="gpu"), budget)
+        cpu = timeit(lambda: layer.forward(x, mode="parallel"), budget)
+        rows.append((case.name, dtype, f"{gpu * 1e3:.3f}", f"{cpu * 1e3:.3f}", f"{cpu / gpu:.2f}×", f"{err:.1e}"))
+    return rows
+
+
 def run(args, timeit, table, welvet) -> None:
     rng = np.random.default_rng(0)
     dtypes = ("float32", "int4") if args.quick else WEIGHTED_DTYPES
     modes = ("tiled", "parallel") if args.quick else MODES
-    header = ["layer", "dtype", "mode", "forward ms", "train step ms", "vs NumPy fwd", "vs welvet fwd"]
+    gpu = args.device == "gpu"
+    if gpu:
+        header = ["layer", "dtype", "GPU ms", "CPU parallel ms", "GPU vs CPU", "rel diff"]
+        info = pv.gpu_info()
+        on = f" — GPU: {info['name']} ({info['backend']})"
+    else:
+        header = ["layer", "dtype", "mode", "forward ms", "train step ms", "vs NumPy fwd", "vs welvet fwd"]
+        on = ""
     wanted = {n.lower() for n in args.only} if args.only else None
     for case in cases(args.scale):
         if wanted and case.name.lower() not in wanted:
             continue
-        rows = layer_rows(case, rng, welvet is not None, dtypes, modes, args.budget, timeit)
+        if gpu:
+            rows = gpu_rows(case, rng, dtypes, args.budget, timeit)
+        else:
+            rows = layer_rows(case, rng, welvet is not None, dtypes, modes, args.budget, timeit)
         shape = "×".join(map(str, case.batch_shape))
-        print(table(f"{case.name}, input {shape}", header, rows), flush=True)
+        print(table(f"{case.name}, input {shape}{on}", header, rows), flush=True)

@@ -43,7 +43,7 @@ impl Codec {
 static NEXT_PACKED_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A morphed tensor: packed codes + how to turn them back into values.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Packed {
     pub dtype: DType,
     pub codec: Codec,
@@ -209,6 +209,94 @@ impl Packed {
             }
         }
         lut
+    }
+}
+
+impl Clone for Packed {
+    /// A copy is a version of its own (a new id): dropping one never retires the other's device
+    /// copy.
+    fn clone(&self) -> Packed {
+        Packed {
+            dtype: self.dtype,
+            codec: self.codec,
+            n: self.n,
+            bytes: self.bytes.clone(),
+            scale: self.scale,
+            zero_point: self.zero_point,
+            id: NEXT_PACKED_ID.fetch_add(1, Ordering::Relaxed),
+            lut: self.lut.clone(),
+        }
+    }
+}
+
+impl Drop for Packed {
+    fn drop(&mut self) {
+        device_copies::retire(DeviceKey::Packed(self.id));
+    }
+}
+
+/// What a device (GPU) copy of a tensor is keyed by: a WeightStore's float32 master by its
+/// generation, or a packed version by its id (both count from 1, independently).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DeviceKey {
+    Master(u64),
+    Packed(u64),
+}
+
+/// Which tensors have a device copy, and which of those were dropped or replaced since. The GPU
+/// cache marks what it uploads and drains the retired keys on its next access; codec and weights
+/// only report drops, so they never depend on the GPU code above them.
+pub mod device_copies {
+    use super::DeviceKey;
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Mutex, MutexGuard};
+
+    struct Copies {
+        resident: BTreeSet<DeviceKey>,
+        retired: Vec<DeviceKey>,
+    }
+
+    static COPIES: Mutex<Copies> = Mutex::new(Copies { resident: BTreeSet::new(), retired: Vec::new() });
+    /// `resident.len()`, readable without the lock: a CPU-only process (or a training step that
+    /// re-morphs every tensor) pays one atomic load per drop.
+    static RESIDENT: AtomicUsize = AtomicUsize::new(0);
+
+    fn copies() -> MutexGuard<'static, Copies> {
+        // Every statement below leaves the sets consistent, so a poisoned lock is still usable.
+        COPIES.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `key` now has a device copy.
+    pub fn mark_resident(key: DeviceKey) {
+        let mut copies = copies();
+        copies.resident.insert(key);
+        RESIDENT.store(copies.resident.len(), Ordering::Release);
+    }
+
+    /// `key`'s device copy was freed by its holder (evicted): nothing to retire later.
+    pub fn forget(key: DeviceKey) {
+        let mut copies = copies();
+        copies.resident.remove(&key);
+        RESIDENT.store(copies.resident.len(), Ordering::Release);
+    }
+
+    /// The tensor behind `key` is gone (dropped, or its master replaced): its device copy, if it
+    /// has one, is retired.
+    pub fn retire(key: DeviceKey) {
+        if RESIDENT.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut copies = copies();
+        if copies.resident.remove(&key) {
+            copies.retired.push(key);
+            RESIDENT.store(copies.resident.len(), Ordering::Release);
+        }
+    }
+
+    /// The keys retired since the last call: their device copies can be freed.
+    pub fn take_retired() -> Vec<DeviceKey> {
+        std::mem::take(&mut copies().retired)
     }
 }
 

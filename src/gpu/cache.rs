@@ -1,18 +1,57 @@
 //! GPU-side caches: uploaded weight buffers (an LRU bounded by total bytes, keyed by master
-//! generation or packed id; filled by weights.rs) and compiled compute pipelines (one per
-//! kernel + specialisation).
+//! generation or packed id; filled by weights.rs; a tensor's buffer is freed once its owner drops
+//! or replaces it) and compiled compute pipelines (one per kernel + specialisation).
 
 use super::context::{lock, Context};
+use crate::codec::{device_copies, DeviceKey};
 use crate::error::Result;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub(crate) static UPLOADS: AtomicU64 = AtomicU64::new(0);
+static REGISTERED: AtomicU64 = AtomicU64::new(0);
 
 /// Weight buffers this process has uploaded so far (a cache hit uploads nothing).
 pub fn upload_count() -> u64 {
     UPLOADS.load(Ordering::Relaxed)
+}
+
+/// GPU buffers held outside the weight cache (a GPU-resident model's activations or KV cache),
+/// counted in `gpu_memory()` while this guard lives; dropping it removes them from the count.
+#[derive(Debug)]
+pub struct ResidentBytes {
+    bytes: u64,
+}
+
+/// Counts `bytes` of GPU buffers that the caller holds until the returned guard is dropped.
+pub fn register_resident_bytes(bytes: u64) -> ResidentBytes {
+    REGISTERED.fetch_add(bytes, Ordering::Relaxed);
+    ResidentBytes { bytes }
+}
+
+impl ResidentBytes {
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The owner's buffers grew or shrank to `bytes` in all.
+    pub fn set(&mut self, bytes: u64) {
+        REGISTERED.fetch_add(bytes, Ordering::Relaxed);
+        REGISTERED.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.bytes = bytes;
+    }
+}
+
+impl Drop for ResidentBytes {
+    fn drop(&mut self) {
+        REGISTERED.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Bytes registered through `register_resident_bytes` and not yet dropped.
+pub(crate) fn registered_bytes() -> u64 {
+    REGISTERED.load(Ordering::Relaxed)
 }
 
 struct Slot<V> {
@@ -47,12 +86,14 @@ impl<K: Hash + Eq + Clone, V> ByteLru<K, V> {
     }
 
     /// Inserts (replacing any entry under `key`), evicting the least recently used entries until
-    /// the total fits. A value larger than the whole budget is not kept.
-    pub fn insert(&mut self, key: K, value: V, bytes: u64) {
+    /// the total fits; returns the evicted keys. A value larger than the whole budget is not kept
+    /// (and `key` is among the returned keys).
+    pub fn insert(&mut self, key: K, value: V, bytes: u64) -> Vec<K> {
         self.remove(&key);
         if bytes > self.budget {
-            return;
+            return vec![key];
         }
+        let mut evicted = Vec::new();
         while self.total + bytes > self.budget {
             let oldest = self
                 .slots
@@ -60,7 +101,10 @@ impl<K: Hash + Eq + Clone, V> ByteLru<K, V> {
                 .min_by_key(|(_, slot)| slot.last_used)
                 .map(|(k, _)| k.clone());
             match oldest {
-                Some(oldest) => self.remove(&oldest),
+                Some(oldest) => {
+                    self.remove(&oldest);
+                    evicted.push(oldest);
+                }
                 None => break,
             }
         }
@@ -74,26 +118,26 @@ impl<K: Hash + Eq + Clone, V> ByteLru<K, V> {
                 last_used: self.clock,
             },
         );
+        evicted
     }
 
-    fn remove(&mut self, key: &K) {
+    pub fn remove(&mut self, key: &K) {
         if let Some(slot) = self.slots.remove(key) {
             self.total -= slot.bytes;
         }
     }
 
-    #[cfg(test)]
     pub fn total_bytes(&self) -> u64 {
         self.total
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
     }
 }
 
 /// Masters and packed versions number their keys independently (both count from 1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum WeightKey {
-    Master(u64),
-    Packed(u64),
-}
+pub(crate) type WeightKey = DeviceKey;
 
 /// A weight tensor uploaded by weights::tensor.
 #[derive(Clone)]
@@ -103,6 +147,8 @@ pub(crate) struct GpuTensor {
     pub n: usize,
 }
 
+/// Uploaded weight tensors. Each access first frees the buffers of tensors dropped or replaced
+/// since (codec::device_copies), so a dropped model's GPU memory goes with it.
 pub(crate) struct WeightCache(ByteLru<WeightKey, GpuTensor>);
 
 impl WeightCache {
@@ -110,10 +156,27 @@ impl WeightCache {
         WeightCache(ByteLru::new((1u64 << 30).min(limits.max_buffer_size)))
     }
     pub fn get(&mut self, key: &WeightKey) -> Option<&GpuTensor> {
+        self.release_retired();
         self.0.get(key)
     }
+    /// Keeps `tensor` under `key`, accounted at its buffer's real size (at least `bytes`).
     pub fn insert(&mut self, key: WeightKey, tensor: GpuTensor, bytes: u64) {
-        self.0.insert(key, tensor, bytes)
+        self.release_retired();
+        let bytes = bytes.max(tensor.buffer.size());
+        device_copies::mark_resident(key);
+        for evicted in self.0.insert(key, tensor, bytes) {
+            device_copies::forget(evicted);
+        }
+    }
+    /// (bytes, tensors) held now.
+    pub fn held(&mut self) -> (u64, usize) {
+        self.release_retired();
+        (self.0.total_bytes(), self.0.len())
+    }
+    fn release_retired(&mut self) {
+        for key in device_copies::take_retired() {
+            self.0.remove(&key);
+        }
     }
 }
 
@@ -164,7 +227,11 @@ pub(crate) fn pipeline(
 
 #[cfg(test)]
 mod tests {
-    use super::ByteLru;
+    use super::super::context::{context, lock};
+    use super::{register_resident_bytes, registered_bytes, ByteLru, GpuTensor, WeightKey};
+    use crate::codec::{encode_standard, Codec};
+    use crate::dtype::DType;
+    use crate::weights::{WeightStore, WeightView};
 
     #[test]
     fn lru_evicts_least_recently_used_to_stay_within_budget() {
@@ -182,5 +249,66 @@ mod tests {
         lru.insert("huge", 5, 101); // larger than the budget: not kept, nothing evicted
         assert_eq!(lru.get(&"huge"), None);
         assert_eq!(lru.total_bytes(), 50);
+    }
+
+    #[test]
+    fn registered_bytes_follow_their_guards() {
+        let before = registered_bytes();
+        let mut model = register_resident_bytes(100);
+        let cache = register_resident_bytes(28);
+        assert_eq!(registered_bytes(), before + 128);
+        model.set(40);
+        assert_eq!((model.bytes(), registered_bytes()), (40, before + 68));
+        drop(cache);
+        drop(model);
+        assert_eq!(registered_bytes(), before);
+    }
+
+    #[test]
+    fn dropped_or_replaced_weights_release_their_buffers() {
+        let Ok(ctx) = context() else {
+            eprintln!("no GPU adapter: skipping dropped_or_replaced_weights_release_their_buffers");
+            return;
+        };
+        // Buffers go straight into the cache: the upload counter that gpu::tests checks stays put.
+        let upload = |key: WeightKey| {
+            let buffer = ctx
+                .buffer_with("test weights", &[0; 16], wgpu::BufferUsages::STORAGE)
+                .unwrap_or_else(|e| panic!("{e}"));
+            lock(&ctx.weights).insert(key, GpuTensor { buffer, n: 4 }, 16);
+        };
+        let cached = |key: WeightKey| lock(&ctx.weights).get(&key).is_some();
+        let master_of = |s: &WeightStore| WeightKey::Master(s.generation());
+
+        let packed = encode_standard(&[0.5, -1.0, 0.25], DType::Int8);
+        let key = WeightKey::Packed(packed.id);
+        upload(key);
+        let copy = packed.clone(); // a version of its own: dropping it keeps the original's buffer
+        drop(copy);
+        assert!(cached(key));
+        drop(packed);
+        assert!(!cached(key));
+
+        let mut store = WeightStore::new(vec![1.0, 2.0, 3.0], vec![3], Codec::Standard).unwrap_or_else(|e| panic!("{e}"));
+        let first = master_of(&store);
+        upload(first);
+        let twin = store.clone(); // its own master, its own generation
+        upload(master_of(&twin));
+        store.update_master(|m| m[0] = -1.0).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!cached(first) && cached(master_of(&twin)));
+        upload(master_of(&store));
+        store.morph(DType::Int4).unwrap_or_else(|e| panic!("{e}"));
+        let int4 = match store.view() {
+            Ok(WeightView::Packed(p)) => WeightKey::Packed(p.id),
+            _ => panic!("a store morphed to int4 computes with its int4 version"),
+        };
+        upload(int4);
+        store.release_master().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!cached(master_of(&store)) && cached(int4));
+        drop(store);
+        assert!(!cached(int4));
+        let twin_key = master_of(&twin);
+        drop(twin);
+        assert!(!cached(twin_key));
     }
 }

@@ -1,9 +1,11 @@
-//! The process-wide GPU context: instance, adapter choice (POLYVTD_ADAPTER), a device with the
-//! adapter's own limits, buffer helpers, and device errors turned into `Error` values.
+//! The process-wide GPU context: instance, adapter choice (use_gpu, POLYVTD_ADAPTER), a device
+//! with the adapter's own limits, buffer helpers, and device errors (a lost device included)
+//! turned into `Error` values.
 
 use super::cache::{PipelineCache, WeightCache};
-use super::GpuInfo;
+use super::{GpuAdapter, GpuInfo};
 use crate::error::{Error, Result};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use wgpu::util::DeviceExt;
 
@@ -27,18 +29,115 @@ pub(crate) struct Dispatch<'a> {
     pub grid: (u32, u32, u32),
 }
 
-static CONTEXT: OnceLock<std::result::Result<Context, String>> = OnceLock::new();
+/// A dispatch that owns its pipeline and buffers (wgpu handles: a clone shares the GPU buffer),
+/// so a kernel's recorder can return it and callers can chain kernels through buffers they made;
+/// run a list of them with `Context::run_steps`.
+pub(crate) struct Step {
+    pub pipeline: wgpu::ComputePipeline,
+    pub buffers: Vec<wgpu::Buffer>,
+    pub grid: (u32, u32, u32),
+}
 
-/// The context, created on first use. A failure is remembered: adapters do not appear later.
+static INSTANCE: OnceLock<wgpu::Instance> = OnceLock::new();
+static CONTEXT: OnceLock<Context> = OnceLock::new();
+/// The last failed creation and the adapter name it asked for. Asked again for the same adapter
+/// it fails the same way at once (adapters do not appear later); another name is tried afresh.
+static FAILED: Mutex<Option<(Option<String>, String)>> = Mutex::new(None);
+
+/// The context, created on first use on the POLYVTD_ADAPTER adapter, else the default one.
 pub(crate) fn context() -> Result<&'static Context> {
-    CONTEXT
-        .get_or_init(|| {
-            // A driver that panics inside wgpu must not take the caller's process down.
-            std::panic::catch_unwind(create)
-                .unwrap_or_else(|_| Err("no GPU adapter found: GPU initialisation panicked".into()))
-        })
-        .as_ref()
-        .map_err(|message| Error::GpuUnavailable(message.clone()))
+    open(None)
+}
+
+/// The context; when none exists yet, created on the adapter whose name contains `requested`
+/// (case-insensitive; None: POLYVTD_ADAPTER, else the high-performance default).
+fn open(requested: Option<&str>) -> Result<&'static Context> {
+    if let Some(ctx) = CONTEXT.get() {
+        return Ok(ctx);
+    }
+    let mut failed = lock(&FAILED);
+    if let Some(ctx) = CONTEXT.get() {
+        return Ok(ctx);
+    }
+    let wanted = requested.map(str::to_string).or_else(|| {
+        std::env::var("POLYVTD_ADAPTER")
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+    });
+    if let Some((_, message)) = failed.as_ref().filter(|(asked, _)| *asked == wanted) {
+        return Err(Error::GpuUnavailable(message.clone()));
+    }
+    // A driver that panics inside wgpu must not take the caller's process down.
+    let created = catch_unwind(AssertUnwindSafe(|| create(wanted.as_deref())))
+        .unwrap_or_else(|_| Err("no GPU adapter found: GPU initialisation panicked".into()));
+    match created {
+        Ok(ctx) => {
+            *failed = None;
+            // Only this function sets CONTEXT, under the FAILED lock: it is still empty here.
+            Ok(CONTEXT.get_or_init(|| ctx))
+        }
+        Err(message) => {
+            *failed = Some((wanted, message.clone()));
+            Err(Error::GpuUnavailable(message))
+        }
+    }
+}
+
+/// The context if it was created already (never creates it).
+pub(crate) fn existing() -> Option<&'static Context> {
+    CONTEXT.get()
+}
+
+/// The context on the adapter whose name contains `adapter` (case-insensitive), created now if
+/// none exists yet; None keeps the default choice. Once created, the context cannot move to
+/// another adapter: asking for one it is not on is an error naming the adapter it is on.
+pub(crate) fn use_adapter(adapter: Option<&str>) -> Result<&'static Context> {
+    let wanted = adapter.map(str::trim).filter(|s| !s.is_empty());
+    let ctx = open(wanted)?;
+    ctx.check_lost()?;
+    if let Some(wanted) = wanted {
+        if !ctx.info.name.to_lowercase().contains(&wanted.to_lowercase()) {
+            return Err(Error::GpuUnavailable(format!(
+                "the GPU context is already created on {:?} ({}); use_gpu({wanted:?}) must come \
+                 before the first GPU use in this process (or set POLYVTD_ADAPTER before starting it)",
+                ctx.info.name, ctx.info.backend
+            )));
+        }
+    }
+    Ok(ctx)
+}
+
+/// The wgpu instance every adapter query and the context share (backends from WGPU_BACKEND).
+fn instance() -> &'static wgpu::Instance {
+    INSTANCE.get_or_init(|| {
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    })
+}
+
+/// Every adapter wgpu sees, in its order; empty when there is none (or probing panicked).
+pub(crate) fn adapters() -> Vec<GpuAdapter> {
+    catch_unwind(|| {
+        pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()))
+            .iter()
+            .map(|adapter| {
+                let info = adapter.get_info();
+                GpuAdapter {
+                    name: info.name.clone(),
+                    backend: info.backend.to_str().to_string(),
+                    device_type: format!("{:?}", info.device_type),
+                    driver: driver_of(&info),
+                }
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn driver_of(info: &wgpu::AdapterInfo) -> String {
+    match info.driver_info.trim() {
+        "" => info.driver.clone(),
+        details => format!("{} ({details})", info.driver),
+    }
 }
 
 /// Locks a mutex, ignoring poison: every guarded value here stays consistent between statements.
@@ -48,13 +147,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn create() -> std::result::Result<Context, String> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let wanted = std::env::var("POLYVTD_ADAPTER")
-        .ok()
-        .filter(|s| !s.trim().is_empty());
-    let adapter = pollster::block_on(select_adapter(&instance, wanted.as_deref()))?;
+fn create(wanted: Option<&str>) -> std::result::Result<Context, String> {
+    let adapter = pollster::block_on(select_adapter(instance(), wanted))?;
     let adapter_info = adapter.get_info();
     let limits = adapter.limits();
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -72,7 +166,10 @@ fn create() -> std::result::Result<Context, String> {
     let lost = Arc::new(Mutex::new(None));
     let lost_sink = lost.clone();
     device.set_device_lost_callback(move |reason, message| {
-        *lock(&lost_sink) = Some(format!("{reason:?}: {message}"));
+        *lock(&lost_sink) = Some(match message.trim() {
+            "" => format!("{reason:?}"),
+            message => format!("{reason:?}: {message}"),
+        });
     });
     let uncaptured = Arc::new(Mutex::new(None));
     let uncaptured_sink = uncaptured.clone();
@@ -80,10 +177,7 @@ fn create() -> std::result::Result<Context, String> {
         lock(&uncaptured_sink).get_or_insert(error.to_string());
     }));
 
-    let driver = match adapter_info.driver_info.trim() {
-        "" => adapter_info.driver.clone(),
-        details => format!("{} ({details})", adapter_info.driver),
-    };
+    let driver = driver_of(&adapter_info);
     let info = GpuInfo {
         name: adapter_info.name.clone(),
         backend: adapter_info.backend.to_str().to_string(),
@@ -113,26 +207,32 @@ pub(crate) async fn select_adapter(
     instance: &wgpu::Instance,
     wanted: Option<&str>,
 ) -> std::result::Result<wgpu::Adapter, String> {
+    const INSTALL: &str = "install a Vulkan, Metal or DX12 driver; on Linux without a GPU, \
+                           Mesa's lavapipe: mesa-vulkan-drivers";
     let Some(wanted) = wanted else {
         let options = wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             ..Default::default()
         };
-        return instance.request_adapter(&options).await.map_err(|e| {
-            format!(
-                "no GPU adapter found: {e} (install a Vulkan, Metal or DX12 driver; on Linux \
-                 without a GPU, Mesa's lavapipe: mesa-vulkan-drivers)"
-            )
-        });
+        return instance
+            .request_adapter(&options)
+            .await
+            .map_err(|e| format!("no GPU adapter found: {e} ({INSTALL})"));
     };
     let needle = wanted.trim().to_lowercase();
     let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+    if adapters.is_empty() {
+        return Err(format!(
+            "no GPU adapter found: wgpu sees none, so {wanted:?} (use_gpu or POLYVTD_ADAPTER) \
+             cannot match ({INSTALL})"
+        ));
+    }
     let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
     adapters
         .into_iter()
         .find(|a| a.get_info().name.to_lowercase().contains(&needle))
         .ok_or_else(|| {
-            format!("no GPU adapter found: POLYVTD_ADAPTER={wanted:?} matches none of {names:?}")
+            format!("no GPU adapter found: the name {wanted:?} (use_gpu or POLYVTD_ADAPTER) matches none of {names:?}")
         })
 }
 
@@ -154,6 +254,11 @@ impl Context {
                 captured.get_or_insert(error.to_string());
             }
         }
+        if captured.is_some() || result.is_err() {
+            // A failure may be the first sign of a lost device: a poll runs its callback, so the
+            // caller learns the cause rather than a symptom. The poll's own error says no more.
+            let _ = self.device.poll(wgpu::PollType::Poll);
+        }
         self.check_lost()?;
         if let Some(error) = captured.or_else(|| lock(&self.uncaptured).take()) {
             return Err(Error::Gpu(format!("{what}: {error}")));
@@ -161,12 +266,25 @@ impl Context {
         result
     }
 
-    fn check_lost(&self) -> Result<()> {
+    /// Fails once the device is lost: nothing can run on it any more.
+    pub fn check_lost(&self) -> Result<()> {
         match lock(&self.lost).as_ref() {
             Some(reason) => Err(Error::GpuUnavailable(format!(
-                "the GPU device was lost ({reason})"
+                "the GPU device was lost ({reason}); restart the process to use the GPU again"
             ))),
             None => Ok(()),
+        }
+    }
+
+    /// Destroys the device, as a driver reset or a removed GPU would, and polls so that its
+    /// device-lost callback runs now (tests of the lost-device path only).
+    pub fn destroy_device(&self) -> Result<()> {
+        self.device.destroy();
+        // The poll fails on a destroyed device; the callback it runs is what matters.
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        match self.check_lost() {
+            Err(_) => Ok(()),
+            Ok(()) => Err(Error::Gpu("destroying the device did not report it lost".into())),
         }
     }
 
@@ -279,6 +397,17 @@ impl Context {
         self.read_f32(&staging, len)
     }
 
+    /// `run_and_read` over `steps`: each step's buffers bound as bindings 0, 1, ... in order.
+    pub fn run_steps(&self, steps: &[Step], result: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let bindings: Vec<Vec<&wgpu::Buffer>> = steps.iter().map(|s| s.buffers.iter().collect()).collect();
+        let dispatches: Vec<Dispatch<'_>> = steps
+            .iter()
+            .zip(&bindings)
+            .map(|(step, bindings)| Dispatch { pipeline: &step.pipeline, bindings, grid: step.grid })
+            .collect();
+        self.run_and_read(&dispatches, result, len)
+    }
+
     /// Dispatches `pipeline` once over `grid` and reads back `len` f32 of `result`.
     pub fn dispatch_and_read(
         &self,
@@ -333,5 +462,30 @@ impl Context {
         };
         staging.unmap();
         Ok(values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{adapters, context, use_adapter};
+    use crate::error::Error;
+
+    #[test]
+    fn the_context_stays_on_its_adapter() {
+        let Ok(ctx) = context() else {
+            eprintln!("no GPU adapter: skipping the_context_stays_on_its_adapter");
+            assert!(use_adapter(None).is_err());
+            return;
+        };
+        let name = ctx.info.name.clone();
+        assert!(adapters().iter().any(|a| a.name == name));
+        let same = use_adapter(Some(&name.to_uppercase())).map(|c| c.info.name.clone());
+        assert_eq!(same, Ok(name.clone()));
+        match use_adapter(Some("no-such-adapter-42")) {
+            Err(Error::GpuUnavailable(message)) => {
+                assert!(message.contains("already created on") && message.contains(&name), "{message}")
+            }
+            other => panic!("expected GpuUnavailable, got {:?}", other.map(|c| c.info.name.clone())),
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The dense forward on the GPU: argument checks, tile sizes from the device limits, kernel
 //! specialisation, and one encoder / compute pass / submit per call, read back through staging.
+//! Also `dense_step`: a dense projection as a recorded `Step` (gpu/context.rs) that other
+//! forwards chain with their own kernels in one pass.
 
-use super::context::context;
+use super::context::{context, Context, Step};
 use super::{activation_code, cache, weights, GpuWeights};
 use crate::activation::Activation;
 use crate::error::{shape_err, Error, Result};
@@ -33,18 +35,25 @@ pub(crate) struct Tile {
 }
 
 impl Tile {
-    fn rows(self) -> u32 {
+    pub(crate) fn rows(self) -> u32 {
         self.wg_y * self.rm
     }
-    fn cols(self) -> u32 {
+    pub(crate) fn cols(self) -> u32 {
         self.wg_x * self.rn
     }
-    fn shared_bytes(self) -> u32 {
-        (self.rows() + self.cols()) * self.tk * 4
+    /// Workgroup memory with `weight_tiles` weight tiles staged beside the x tile.
+    fn shared_bytes(self, weight_tiles: u32) -> u32 {
+        (self.rows() + weight_tiles * self.cols()) * self.tk * 4
     }
 
     /// A tile shape for `batch` rows, shrunk until it fits the device's workgroup limits.
     pub(crate) fn choose(limits: &wgpu::Limits, batch: usize) -> Tile {
+        Tile::choose_with(limits, batch, 1)
+    }
+
+    /// As `choose`, for a kernel that stages `weight_tiles` weight tiles (one per weight tensor
+    /// it multiplies by) beside the x tile.
+    pub(crate) fn choose_with(limits: &wgpu::Limits, batch: usize, weight_tiles: u32) -> Tile {
         let mut tile = match batch {
             0..=4 => Tile {
                 wg_x: 64,
@@ -79,14 +88,14 @@ impl Tile {
                 tile.wg_y /= 2;
             }
         }
-        while tile.shared_bytes() > limits.max_compute_workgroup_storage_size && tile.tk > 1 {
+        while tile.shared_bytes(weight_tiles) > limits.max_compute_workgroup_storage_size && tile.tk > 1 {
             tile.tk /= 2;
         }
         tile
     }
 
     /// The WGSL constants the kernel is specialised with.
-    fn header(self) -> String {
+    pub(crate) fn header(self) -> String {
         let Tile {
             wg_x,
             wg_y,
@@ -116,15 +125,48 @@ pub fn dense_forward(
     if batch == 0 || out_features == 0 {
         return Ok(Vec::new());
     }
-    let tile = Tile::choose(&ctx.limits, batch);
+    ctx.scoped("dense forward", || {
+        let x = ctx.storage("dense x", x)?;
+        let out_len = batch * out_features;
+        let y = ctx.output("dense y", out_len)?;
+        let layer = Linear { rows: batch, in_features, out_features, weights, bias, activation };
+        let step = dense_step(ctx, &x, &y, layer)?;
+        ctx.run_steps(&[step], &y, out_len)
+    })
+}
+
+/// A dense projection of `rows` rows: y = act(x·Wᵀ + bias).
+#[derive(Clone, Copy)]
+pub(crate) struct Linear<'a> {
+    pub rows: usize,
+    pub in_features: usize,
+    pub out_features: usize,
+    pub weights: GpuWeights<'a>,
+    pub bias: Option<&'a [f32]>,
+    pub activation: Activation,
+}
+
+/// Records `layer` reading rows of `x` and writing its rows·out_features outputs to the start
+/// of `y` (buffers the caller made, so steps can feed each other). Call inside `ctx.scoped`.
+pub(crate) fn dense_step(ctx: &Context, x: &wgpu::Buffer, y: &wgpu::Buffer, layer: Linear<'_>) -> Result<Step> {
+    let Linear { rows, in_features, out_features, weights, bias, activation } = layer;
+    if weights.len() != in_features * out_features || bias.is_some_and(|b| b.len() != out_features) {
+        return shape_err(format!(
+            "dense step: weights hold {} values and bias {:?}, expected out_features × in_features = \
+             {out_features} × {in_features} and {out_features}",
+            weights.len(),
+            bias.map(<[f32]>::len)
+        ));
+    }
+    let tile = Tile::choose(&ctx.limits, rows);
     let grid = (
         out_features.div_ceil(tile.cols() as usize),
-        batch.div_ceil(tile.rows() as usize),
+        rows.div_ceil(tile.rows() as usize),
     );
     let max_groups = ctx.limits.max_compute_workgroups_per_dimension as usize;
     if grid.0 > max_groups || grid.1 > max_groups {
         return Err(Error::Gpu(format!(
-            "dense_forward: {batch}×{out_features} outputs need {}×{} workgroups; this GPU \
+            "dense_forward: {rows}×{out_features} outputs need {}×{} workgroups; this GPU \
              dispatches at most {max_groups} per dimension (split the batch)",
             grid.0, grid.1
         )));
@@ -133,33 +175,20 @@ pub fn dense_forward(
     let loader = weights::loader("w", 2);
     let pipeline = cache::pipeline(ctx, "dense", tile.header(), &[&loader, ACTIVATION_WGSL, DENSE_WGSL])?;
     let params = Params {
-        batch: batch as u32,
+        batch: rows as u32,
         in_features: in_features as u32,
         out_features: out_features as u32,
         activation: activation_code(activation),
         has_bias: bias.is_some() as u32,
         _pad: [0; 3],
     };
-    ctx.scoped("dense forward", || {
-        use wgpu::BufferUsages as U;
-        let params = ctx.buffer_with("dense params", bytemuck::bytes_of(&params), U::UNIFORM)?;
-        let x = ctx.buffer_with("dense x", bytemuck::cast_slice(x), U::STORAGE)?;
-        // Without a bias the kernel never reads it, but the binding must exist.
-        let bias = ctx.buffer_with(
-            "dense bias",
-            bytemuck::cast_slice(bias.unwrap_or(&[])),
-            U::STORAGE,
-        )?;
-        let out_len = batch * out_features;
-        let y = ctx.empty_buffer("dense y", (out_len * 4) as u64, U::STORAGE | U::COPY_SRC)?;
-        let grid = (grid.0 as u32, grid.1 as u32, 1);
-        ctx.dispatch_and_read(
-            &pipeline,
-            &[&params, &x, &w.buffer, &bias, &y],
-            grid,
-            &y,
-            out_len,
-        )
+    let params = ctx.uniform("dense params", &params)?;
+    // Without a bias the kernel never reads it, but the binding must exist.
+    let bias = ctx.storage("dense bias", bias.unwrap_or(&[]))?;
+    Ok(Step {
+        pipeline,
+        buffers: vec![params, x.clone(), w.buffer, bias, y.clone()],
+        grid: (grid.0 as u32, grid.1 as u32, 1),
     })
 }
 
@@ -211,15 +240,17 @@ mod tests {
     fn tiles_fit_webgpu_default_and_downlevel_limits() {
         for limits in [wgpu::Limits::default(), wgpu::Limits::downlevel_defaults()] {
             for batch in [1, 3, 8, 17, 64, 1000] {
-                let t = Tile::choose(&limits, batch);
-                assert!(
-                    t.wg_x * t.wg_y <= limits.max_compute_invocations_per_workgroup,
-                    "{t:?}"
-                );
-                assert!(
-                    t.shared_bytes() <= limits.max_compute_workgroup_storage_size,
-                    "{t:?}"
-                );
+                for weight_tiles in [1, 2] {
+                    let t = Tile::choose_with(&limits, batch, weight_tiles);
+                    assert!(
+                        t.wg_x * t.wg_y <= limits.max_compute_invocations_per_workgroup,
+                        "{t:?}"
+                    );
+                    assert!(
+                        t.shared_bytes(weight_tiles) <= limits.max_compute_workgroup_storage_size,
+                        "{t:?}"
+                    );
+                }
             }
         }
     }

@@ -1,22 +1,37 @@
-//! The WebGPU backend's public face: availability and adapter info, the weights a kernel reads,
-//! and the layer forwards. Submodules: context (adapter, device, error capture, dispatch),
-//! cache (weight buffers and pipelines), weights (packed tensors decoded in the shader), one
-//! module per kernel family. WGSL sources live in /shaders.
+//! The WebGPU backend's public face: adapters, availability and info, the GPU memory polyvtd
+//! holds, the weights a kernel reads, and the layer forwards. Submodules: context (adapter,
+//! device, error capture, dispatch), cache (weight buffers, resident-bytes accounting,
+//! pipelines), weights (packed tensors decoded in the shader), one module per kernel family.
+//! WGSL sources live in /shaders.
 
+mod attention;
 mod cache;
 mod context;
+mod conv;
 pub(crate) mod decoder;
 mod dense;
+mod embedding;
+mod kmeans;
 mod norm;
+mod recurrent;
 pub(crate) mod resident;
+mod softmax;
+mod swiglu;
 mod weights;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
-pub use cache::upload_count;
+pub use attention::{attention_forward, AttentionOutput, AttentionShape, AttentionWeights};
+pub use cache::{register_resident_bytes, upload_count, ResidentBytes};
 pub(crate) use context::{context, Context};
+pub use conv::conv_forward;
 pub use dense::dense_forward;
+pub use embedding::embedding_forward;
+pub use kmeans::kmeans_forward;
 pub use norm::norm_forward;
+pub use recurrent::{recurrent_forward, GpuCell, SequenceShape};
+pub use softmax::{softmax_forward, SoftmaxMap};
+pub use swiglu::{swiglu_forward, SwiGluWeights};
 
 use crate::activation::Activation;
 use crate::error::Result;
@@ -35,14 +50,67 @@ pub struct GpuInfo {
     pub max_buffer_size: u64,
 }
 
-/// True when a GPU context can be (or already was) created. Never panics.
+/// One adapter wgpu sees (see `gpu_adapters`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuAdapter {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+}
+
+/// The bytes of GPU buffers polyvtd holds now: uploaded weight tensors, and buffers other owners
+/// registered (`register_resident_bytes`). Per-call scratch buffers are freed with their call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuMemory {
+    pub weights_bytes: u64,
+    pub weights_tensors: usize,
+    pub other_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// True when a GPU context can be (or already was) created and its device is not lost. Never
+/// panics.
 pub fn gpu_available() -> bool {
-    context::context().is_ok()
+    context::context().and_then(|ctx| ctx.check_lost()).is_ok()
 }
 
 /// The adapter and limits of the process-wide context (created on first use).
 pub fn gpu_info() -> Result<GpuInfo> {
     Ok(context::context()?.info.clone())
+}
+
+/// Every adapter wgpu sees (without creating the context); empty when there is none.
+pub fn gpu_adapters() -> Vec<GpuAdapter> {
+    context::adapters()
+}
+
+/// Creates the context on the adapter whose name contains `adapter` (case-insensitive; None: the
+/// POLYVTD_ADAPTER or default choice) and returns its info. Once created, the context stays on
+/// its adapter: naming another one is a `GpuUnavailable` error that names the adapter in use.
+pub fn use_gpu(adapter: Option<&str>) -> Result<GpuInfo> {
+    Ok(context::use_adapter(adapter)?.info.clone())
+}
+
+/// The GPU memory polyvtd holds; all zero before the context exists (this does not create it).
+/// Buffers of weights dropped or replaced since the last GPU call are released first.
+pub fn gpu_memory() -> GpuMemory {
+    let (weights_bytes, weights_tensors) = context::existing()
+        .map(|ctx| context::lock(&ctx.weights).held())
+        .unwrap_or((0, 0));
+    let other_bytes = cache::registered_bytes();
+    GpuMemory {
+        weights_bytes,
+        weights_tensors,
+        other_bytes,
+        total_bytes: weights_bytes + other_bytes,
+    }
+}
+
+/// Destroys the context's device so that tests can check how a lost device is reported; every
+/// later GPU call in this process fails with `GpuUnavailable`.
+pub fn destroy_device_for_tests() -> Result<()> {
+    context::context()?.destroy_device()
 }
 
 /// The weights a kernel reads: the float32 master (key = WeightStore::generation()) or a packed

@@ -9,8 +9,9 @@ use crate::dtype::DType;
 use crate::error::Error;
 use std::sync::Mutex;
 
-/// The tests share one device and the global upload counter: they run one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+/// The tests share one device and the global upload counter: they run one at a time (GPU tests
+/// outside this module take the lock too).
+pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
 
 fn gpu_or_skip(test: &str) -> bool {
     if gpu_available() {

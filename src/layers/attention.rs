@@ -1,13 +1,14 @@
 //! Multi-head attention (type 1, layers.md §3): Q/K/V/O projections from packed weights, optional
 //! per-head Q/K RMSNorm, RoPE, grouped KV heads, causal softmax attention; forward and backward.
-//! `infer_cached` decodes incrementally against a `KvCache` (attention/kv_cache.rs).
+//! `infer_cached` decodes incrementally against a `KvCache` (attention/kv_cache.rs); both
+//! inference forwards run on the GPU (gpu/attention.rs) when the context says so.
 
 mod kv_cache;
 
 pub use kv_cache::KvCache;
 
 use super::spec::{Build, Fields};
-use super::{check_grad, copy_param, new_param, Ctx, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
+use super::{check_grad, copy_param, new_param, Ctx, Device, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::kernels::attention::{self as core, head_rms_norm, head_rms_norm_backward, Heads, KeyValues, Rope};
@@ -287,11 +288,49 @@ impl Attention {
     pub fn infer_cached(&self, x: Input, cache: &mut KvCache, ctx: &Ctx) -> Result<Vec<f32>> {
         let seq = self.checked_sequence(&x)?;
         cache.check_fits(self, x.batch, seq)?;
+        if ctx.device == Device::Gpu {
+            let items: Vec<(&[f32], &[f32])> = cache.items().iter().map(|kv| (kv.k, kv.v)).collect();
+            let out = self.forward_gpu(x.data, x.batch, seq, Some(&items))?;
+            cache.append(&out.keys, &out.values, seq);
+            return Ok(out.y);
+        }
         let first_pos = cache.len();
         let projected = self.project(x.data, x.batch * seq, seq, first_pos, ctx.schedule, false)?;
         cache.append(&projected.k, &projected.v, seq);
         let (attn, _) = core::forward(&self.heads(), &projected.q, seq, &cache.items(), first_pos, ctx.schedule);
         self.output(&attn, x.batch * seq, ctx.schedule)
+    }
+
+    /// The forward on the GPU (gpu::attention_forward), from the tensors the CPU computes with:
+    /// the projections' active versions, the biases' and norm gains' float32 masters.
+    fn forward_gpu(&self, x: &[f32], batch: usize, seq: usize, past: Option<&[(&[f32], &[f32])]>) -> Result<crate::gpu::AttentionOutput> {
+        use crate::gpu::{AttentionShape, AttentionWeights, GpuWeights};
+        let c = &self.config;
+        let shape = AttentionShape {
+            d_model: c.d_model,
+            heads: c.num_heads,
+            kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            causal: c.causal,
+            rope_base: c.rope_freq_base,
+            epsilon: c.epsilon,
+        };
+        let [wq, wk, wv, wo] = [&self.wq, &self.wk, &self.wv, &self.wo].map(|p| p.read().unwrap());
+        let bias_stores = self.biases.as_ref().map(|b| [&b.q, &b.k, &b.v, &b.o].map(|p| p.read().unwrap()));
+        let biases = match &bias_stores {
+            Some([q, k, v, o]) => Some([q.master()?, k.master()?, v.master()?, o.master()?]),
+            None => None,
+        };
+        let gain_stores = self.qk_norm.as_ref().map(|n| [&n.q, &n.k].map(|p| p.read().unwrap()));
+        let qk_norm = match &gain_stores {
+            Some([q, k]) => Some([
+                GpuWeights::F32 { key: q.generation(), values: q.master()? },
+                GpuWeights::F32 { key: k.generation(), values: k.master()? },
+            ]),
+            None => None,
+        };
+        let weights = AttentionWeights { q: GpuWeights::of(&wq)?, k: GpuWeights::of(&wk)?, v: GpuWeights::of(&wv)?, o: GpuWeights::of(&wo)?, biases, qk_norm };
+        crate::gpu::attention_forward(&shape, &weights, x, batch, seq, past)
     }
 }
 
@@ -326,6 +365,10 @@ impl LayerOps for Attention {
     }
 
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
+        if ctx.device == Device::Gpu {
+            let seq = self.checked_sequence(&x)?;
+            return Ok(self.forward_gpu(x.data, x.batch, seq, None)?.y);
+        }
         Ok(self.forward_full(&x, ctx.schedule, false)?.0)
     }
 
@@ -475,5 +518,48 @@ mod tests {
         }
         let overflow = l.infer_cached(Input::new(&gather(0, 1), batch, &[d]), &mut cache, &ctx);
         assert!(matches!(overflow, Err(Error::Shape(m)) if m.contains("9")));
+    }
+
+    /// max |a − b| / max |b|.
+    fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        err / b.iter().map(|y| y.abs()).fold(f32::MIN_POSITIVE, f32::max)
+    }
+
+    #[test]
+    fn gpu_prefill_and_decode_match_the_cpu_and_fill_the_same_cache() {
+        let _serial = crate::gpu::tests::SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        if !crate::gpu::gpu_available() {
+            eprintln!("no GPU adapter: skipping the GPU KV cache test");
+            return;
+        }
+        let l = layer(true);
+        for p in l.morphable() {
+            p.write().unwrap().morph(crate::dtype::DType::Int4).unwrap();
+        }
+        let (batch, seq, d) = (2, 9, 32);
+        let x = data(batch * seq * d, 5);
+        let cpu = Ctx::standalone(Schedule::Tiled);
+        let gpu = Ctx { device: Device::Gpu, ..cpu };
+        let full = l.infer(Input::new(&x, batch, &[seq, d]), &cpu).unwrap();
+        assert!(rel_err(&l.infer(Input::new(&x, batch, &[seq, d]), &gpu).unwrap(), &full) <= 1e-5);
+        let gather = |from: usize, to: usize| -> Vec<f32> { (0..batch).flat_map(|b| x[(b * seq + from) * d..(b * seq + to) * d].to_vec()).collect() };
+        // Prefill 5 positions, then 2, then one at a time; the CPU cache is fed the same.
+        let (mut on_gpu, mut on_cpu) = (KvCache::new(&l, batch, Some(seq)).unwrap(), KvCache::new(&l, batch, Some(seq)).unwrap());
+        for (from, to) in [(0, 5), (5, 7), (7, 8), (8, 9)] {
+            let (part, shape) = (gather(from, to), [to - from, d]);
+            let input = Input::new(&part, batch, &shape);
+            let got = l.infer_cached(input, &mut on_gpu, &gpu).unwrap();
+            let want = l.infer_cached(input, &mut on_cpu, &cpu).unwrap();
+            assert!(rel_err(&got, &want) <= 1e-5, "positions {from}..{to}");
+            for b in 0..batch {
+                let full_rows = &full[(b * seq + from) * d..(b * seq + to) * d];
+                assert!(rel_err(&got[b * (to - from) * d..(b + 1) * (to - from) * d], full_rows) <= 1e-5);
+            }
+        }
+        for (g, c) in on_gpu.items().iter().zip(&on_cpu.items()) {
+            assert!(rel_err(g.k, c.k) <= 1e-5 && rel_err(g.v, c.v) <= 1e-5);
+        }
     }
 }

@@ -6,7 +6,7 @@
 
 use super::conv_transposed;
 use super::spec::{Build, Fields};
-use super::{activated, check_grad, copy_param, new_param, through_activation, Ctx, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
+use super::{activated, check_grad, copy_param, new_param, through_activation, Ctx, Device, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
 use crate::activation::Activation;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -207,6 +207,21 @@ impl Conv {
         }
         Ok((y, shape))
     }
+
+    /// The activated forward on the GPU: the active weight version and the bias master (what
+    /// the CPU adds) decoded in the shader.
+    fn infer_gpu(&self, x: &Input) -> Result<Vec<f32>> {
+        use crate::gpu::GpuWeights;
+        x.check_len()?;
+        self.output_shape(x.shape)?;
+        let store = self.weights.read().unwrap();
+        let bias_store = self.bias.as_ref().map(|b| b.read().unwrap());
+        let bias = match &bias_store {
+            Some(s) => Some(GpuWeights::F32 { key: s.generation(), values: s.master()? }),
+            None => None,
+        };
+        crate::gpu::conv_forward(x.data, x.batch, &self.geometry, GpuWeights::of(&store)?, bias, self.activation)
+    }
 }
 
 /// The spatial input sizes of an entry. CNN2/CNN3 (and the transposed kinds alike) take depth
@@ -270,6 +285,9 @@ impl LayerOps for Conv {
     }
 
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
+        if ctx.device == Device::Gpu {
+            return self.infer_gpu(&x);
+        }
         let (mut y, _) = self.preactivation(&x, ctx.schedule)?;
         self.activation.apply_slice(&mut y);
         Ok(y)

@@ -121,9 +121,6 @@ impl LayerOps for Dense {
         Some(self.activation)
     }
 
-    fn runs_on_gpu(&self) -> bool {
-        true
-    }
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
         if ctx.device == Device::Gpu {
             return self.infer_gpu(&x);

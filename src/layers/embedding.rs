@@ -4,7 +4,7 @@
 //! outputs zeros for them).
 
 use super::spec::{Build, Fields};
-use super::{check_grad, copy_param, new_param, through_activation, Ctx, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
+use super::{check_grad, copy_param, new_param, through_activation, Ctx, Device, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
 use crate::activation::Activation;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -83,6 +83,17 @@ impl Embedding {
         Ok(out)
     }
 
+    /// The lookup on the GPU: ids checked here, rows decoded and activated in the shader.
+    fn infer_gpu(&self, x: &Input) -> Result<Vec<f32>> {
+        let ids = self
+            .token_ids(x)?
+            .into_iter()
+            .map(|id| u32::try_from(id).map_err(|_| Error::Shape(format!("Embedding token id {id} is past what the GPU indexes (2^32 − 1)"))))
+            .collect::<Result<Vec<u32>>>()?;
+        let store = self.table.read().unwrap();
+        crate::gpu::embedding_forward(&ids, crate::gpu::GpuWeights::of(&store)?, self.dim, self.activation)
+    }
+
     /// f(values) on the row blocks (the activation is the costly part of a lookup).
     fn activate(&self, values: &mut [f32], schedule: Schedule) {
         if self.activation != Activation::Linear {
@@ -159,6 +170,9 @@ impl LayerOps for Embedding {
     }
 
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
+        if ctx.device == Device::Gpu {
+            return self.infer_gpu(&x);
+        }
         let ids = self.token_ids(&x)?;
         let mut y = self.gather(&ids, ctx.schedule)?;
         self.activate(&mut y, ctx.schedule);

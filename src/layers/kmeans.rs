@@ -4,7 +4,7 @@
 //! activation. The centroids compute from their packed version.
 
 use super::spec::{Build, Fields};
-use super::{check_grad, copy_param, new_param, through_activation, Ctx, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
+use super::{check_grad, copy_param, new_param, through_activation, Ctx, Device, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
 use crate::activation::Activation;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -177,6 +177,12 @@ impl LayerOps for KMeans {
     }
 
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
+        if ctx.device == Device::Gpu {
+            self.rows(&x)?;
+            let store = self.centroids.read().unwrap();
+            let features_out = self.output == KMeansOutput::Features;
+            return crate::gpu::kmeans_forward(x.data, self.features, crate::gpu::GpuWeights::of(&store)?, self.temperature, features_out, self.activation);
+        }
         let (mut y, _) = self.preactivation(&x, ctx.schedule)?;
         self.activation.apply_slice(&mut y);
         Ok(y)

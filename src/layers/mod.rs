@@ -188,10 +188,6 @@ pub trait LayerOps: Send + Sync {
     fn activation(&self) -> Option<Activation> {
         None
     }
-    /// Whether `infer` honours `Device::Gpu` (containers and Residual only route: true).
-    fn runs_on_gpu(&self) -> bool {
-        false
-    }
     /// Forward for inference.
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
         Ok(self.forward_train(x, ctx)?.post)
@@ -265,12 +261,6 @@ impl Layer {
         self.ops().activation()
     }
     pub fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
-        if ctx.device == Device::Gpu && !self.ops().runs_on_gpu() {
-            return Err(Error::Value(format!(
-                "{} has no GPU kernel in this release; run it with device=\"cpu\"",
-                self.type_name()
-            )));
-        }
         self.ops().infer(x, ctx)
     }
     pub fn forward_train(&self, x: Input, ctx: &Ctx) -> Result<Saved> {

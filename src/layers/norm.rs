@@ -172,10 +172,6 @@ impl LayerOps for Norm {
         self.params()
     }
 
-    fn runs_on_gpu(&self) -> bool {
-        true
-    }
-
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
         self.rows(&x)?;
         if ctx.device == Device::Gpu {

@@ -237,9 +237,6 @@ impl LayerOps for Parallel {
         p.extend(self.gate.iter().flat_map(|g| g.morphable()));
         p
     }
-    fn runs_on_gpu(&self) -> bool {
-        true
-    }
     fn forward_train(&self, x: Input, ctx: &Ctx) -> Result<Saved> {
         x.check_len()?;
         let inner = nested(ctx)?;

@@ -2,7 +2,7 @@
 //! one), computed from the packed w_ih / w_hh with float32 biases; backward is exact, full BPTT.
 
 use super::spec::{Build, Fields};
-use super::{check_grad, copy_param, new_param, Ctx, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
+use super::{check_grad, copy_param, new_param, Ctx, Device, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
 use crate::activation::Activation;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -162,6 +162,25 @@ impl Recurrent {
         Ok(Sequence { hidden, gates: if lstm { pre } else { Vec::new() }, cells })
     }
 
+    /// The forward on the GPU (inference only: nothing is kept for BPTT).
+    fn infer_gpu(&self, x: &Input) -> Result<Vec<f32>> {
+        use crate::gpu::{GpuCell, GpuWeights, SequenceShape};
+        let batch = self.batch(x)?;
+        let shape = SequenceShape {
+            batch,
+            steps: self.seq_len,
+            input: self.input_size,
+            hidden: self.hidden_size,
+            return_sequences: self.return_sequences,
+        };
+        let cell = match self.cell {
+            Cell::Rnn(act) => GpuCell::Rnn(act),
+            Cell::Lstm => GpuCell::Lstm,
+        };
+        let (w_ih, w_hh, bias) = (self.w_ih.read().unwrap(), self.w_hh.read().unwrap(), self.bias.read().unwrap());
+        crate::gpu::recurrent_forward(x.data, shape, cell, GpuWeights::of(&w_ih)?, GpuWeights::of(&w_hh)?, bias.master()?)
+    }
+
     /// The layer output from all hidden states: all of them, or each item's last.
     fn output(&self, hidden: &[f32], batch: usize) -> Vec<f32> {
         if self.return_sequences {
@@ -281,6 +300,9 @@ impl LayerOps for Recurrent {
     }
 
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
+        if ctx.device == Device::Gpu {
+            return self.infer_gpu(&x);
+        }
         Ok(self.output(&self.run(&x, ctx.schedule)?.hidden, x.batch))
     }
 

@@ -25,9 +25,6 @@ impl LayerOps for Residual {
     fn morphable(&self) -> Vec<Param> {
         Vec::new()
     }
-    fn runs_on_gpu(&self) -> bool {
-        true
-    }
     fn forward_train(&self, x: Input, _ctx: &Ctx) -> Result<Saved> {
         x.check_len()?;
         let post = match x.skip {

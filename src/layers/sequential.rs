@@ -91,9 +91,6 @@ impl LayerOps for Sequential {
     fn morphable(&self) -> Vec<Param> {
         self.stages.iter().flat_map(|s| s.member.morphable()).collect()
     }
-    fn runs_on_gpu(&self) -> bool {
-        true
-    }
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
         x.check_len()?;
         let inner = nested(ctx)?;

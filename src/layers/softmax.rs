@@ -2,8 +2,9 @@
 //! (never across the batch) or per grid group, at temperature T, with exact backward passes.
 
 use super::spec::{Build, Fields};
-use super::{check_grad, Ctx, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
+use super::{check_grad, Ctx, Device, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
 use crate::error::{Error, Result};
+use crate::gpu::SoftmaxMap;
 use crate::kernels::softmax::{entmax, entmax_vjp, softmax, softmax_vjp, sparsemax};
 use crate::kernels::Schedule;
 use crate::rng::Rng;
@@ -88,7 +89,8 @@ impl Clone for Draws {
 
 /// Adaptive: the per-row temperature never falls below T·this (constant rows stay finite).
 const MIN_SPREAD: f64 = 1e-6;
-/// Mixture: the temperature factors of its three equally weighted components.
+/// Mixture: the temperature factors of its three equally weighted components (shaders/softmax.wgsl
+/// mixes the same three).
 const MIXTURE_FACTORS: [f64; 3] = [0.5, 1.0, 2.0];
 /// Below this many values a pass runs on one thread (waking the pool costs more).
 const PARALLEL_MIN_VALUES: usize = 1 << 14;
@@ -313,16 +315,22 @@ impl Softmax {
         }
     }
 
+    /// The noise of this forward (a fresh draw) for the Gumbel variant, empty for the others.
+    fn draw_noise(&self, len: usize, values: usize, schedule: Schedule) -> Vec<f32> {
+        if self.kind != Kind::Gumbel {
+            return Vec::new();
+        }
+        let draw = self.draws.0.fetch_add(1, Ordering::Relaxed);
+        let mut noise = vec![0f32; values];
+        self.for_each_domain(schedule, len, &mut noise, |d, _, out| self.gumbel_noise(draw, d, out));
+        noise
+    }
+
     /// The forward pass; returns (p, the Gumbel noise it added: empty for other variants).
     fn run(&self, x: &Input, schedule: Schedule) -> Result<(Vec<f32>, Vec<f32>)> {
         x.check_len()?;
         let len = self.domain_len(x.shape)?;
-        let mut noise = Vec::new();
-        if self.kind == Kind::Gumbel {
-            let draw = self.draws.0.fetch_add(1, Ordering::Relaxed);
-            noise = vec![0f32; x.data.len()];
-            self.for_each_domain(schedule, len, &mut noise, |d, _, out| self.gumbel_noise(draw, d, out));
-        }
+        let noise = self.draw_noise(len, x.data.len(), schedule);
         let mut out = vec![0f32; x.data.len()];
         self.for_each_domain(schedule, len, &mut out, |d, s, p| {
             self.load(s, d, len, x.data, &noise);
@@ -330,6 +338,27 @@ impl Softmax {
             p.iter_mut().zip(&s.p).for_each(|(o, &v)| *o = v as f32);
         });
         Ok((out, noise))
+    }
+
+    /// The forward on the GPU: the same domains, noise drawn here as `run` draws it, and each
+    /// variant's map (shaders/softmax.wgsl, in f32).
+    fn run_gpu(&self, x: &Input, schedule: Schedule) -> Result<Vec<f32>> {
+        x.check_len()?;
+        let len = self.domain_len(x.shape)?;
+        let map = match self.kind {
+            Kind::Sparse => SoftmaxMap::Sparsemax,
+            Kind::Entmax if self.entmax_alpha == 1.0 => SoftmaxMap::Softmax { mask: None },
+            Kind::Entmax if self.entmax_alpha == 2.0 => SoftmaxMap::Sparsemax,
+            Kind::Entmax => SoftmaxMap::Entmax { alpha: self.entmax_alpha },
+            Kind::Masked if !self.mask.is_empty() => SoftmaxMap::Softmax { mask: Some(&self.mask) },
+            Kind::Adaptive => SoftmaxMap::Adaptive,
+            Kind::Mixture => SoftmaxMap::Mixture,
+            Kind::Hierarchical => SoftmaxMap::Hierarchical { group: self.hierarchy_group(len)? },
+            Kind::Standard | Kind::Grid | Kind::Temperature | Kind::Gumbel | Kind::Masked => SoftmaxMap::Softmax { mask: None },
+        };
+        let noise = self.draw_noise(len, x.data.len(), schedule);
+        let noise = (!noise.is_empty()).then_some(noise.as_slice());
+        crate::gpu::softmax_forward(x.data, len, self.temperature, map, noise)
     }
 
     /// s.x = domain d of `data`, plus its Gumbel noise when there is any.
@@ -425,6 +454,9 @@ impl LayerOps for Softmax {
     }
 
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
+        if ctx.device == Device::Gpu {
+            return self.run_gpu(&x, ctx.schedule);
+        }
         Ok(self.run(&x, ctx.schedule)?.0)
     }
 

@@ -1,10 +1,11 @@
 //! SwiGLU feed-forward block (layers.md §4, quirk 17 fixed): per row x of width h,
 //! out = W_down·(act(W_gate·x + b_gate) ⊙ (W_up·x + b_up)) + b_down, with act = SiLU, or ReLU²
 //! (BitNet's squared ReLU) when the activation field says "relu2". The three matrices compute
-//! from their packed versions; the biases are float32.
+//! from their packed versions; the biases are float32. Inference also runs on the GPU
+//! (gpu/swiglu.rs).
 
 use super::spec::{Build, Fields};
-use super::{check_grad, copy_param, new_param, Ctx, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
+use super::{check_grad, copy_param, new_param, Ctx, Device, Grads, Input, Layer, LayerOps, Param, Saved, Shape};
 use crate::activation::Activation;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -131,6 +132,21 @@ impl SwiGlu {
         let down_bias = self.biases.as_ref().map(|b| &b.down);
         project(a, rows, self.hidden_size, &self.w_down, self.model_size, down_bias, schedule)
     }
+
+    /// The forward on the GPU, from the tensors the CPU computes with: the projections' active
+    /// versions and the biases' float32 masters.
+    fn infer_gpu(&self, x: &Input) -> Result<Vec<f32>> {
+        use crate::gpu::{GpuWeights, SwiGluWeights};
+        let rows = self.rows(x)?;
+        let [gate, up, down] = [&self.w_gate, &self.w_up, &self.w_down].map(|p| p.read().unwrap());
+        let bias_stores = self.biases.as_ref().map(|b| [&b.gate, &b.up, &b.down].map(|p| p.read().unwrap()));
+        let biases = match &bias_stores {
+            Some([gate, up, down]) => Some([gate.master()?, up.master()?, down.master()?]),
+            None => None,
+        };
+        let weights = SwiGluWeights { gate: GpuWeights::of(&gate)?, up: GpuWeights::of(&up)?, down: GpuWeights::of(&down)?, biases };
+        crate::gpu::swiglu_forward(x.data, rows, self.model_size, self.hidden_size, &weights, self.gate_activation)
+    }
 }
 
 impl LayerOps for SwiGlu {
@@ -165,6 +181,9 @@ impl LayerOps for SwiGlu {
     }
 
     fn infer(&self, x: Input, ctx: &Ctx) -> Result<Vec<f32>> {
+        if ctx.device == Device::Gpu {
+            return self.infer_gpu(&x);
+        }
         let rows = self.rows(&x)?;
         let mid = self.intermediate(x.data, rows, ctx.schedule)?;
         self.output(&mid.a, rows, ctx.schedule)

@@ -40,6 +40,10 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tokenizer::PyChatTemplate>()?;
     m.add_function(wrap_pyfunction!(gpu::gpu_available, m)?)?;
     m.add_function(wrap_pyfunction!(gpu::gpu_info, m)?)?;
+    m.add_function(wrap_pyfunction!(gpu::gpu_adapters, m)?)?;
+    m.add_function(wrap_pyfunction!(gpu::use_gpu, m)?)?;
+    m.add_function(wrap_pyfunction!(gpu::gpu_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(gpu::_gpu_destroy_device_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(weights::dtypes, m)?)?;
     m.add_function(wrap_pyfunction!(weights::block_dtypes, m)?)?;
     m.add_function(wrap_pyfunction!(gguf::gguf_info, m)?)?;
