@@ -5,7 +5,8 @@
 // `partial`; the O-projection's prologue (decoder_matvec.wgsl, COMBINE) merges the splits. The workgroup that holds position `pos`
 // applies RoPE to the new key itself and the first query head of each KV group appends K and V
 // to the caches; every workgroup rotates its query. Query head h reads KV head
-// h / (heads / kv_heads). Prepended: HD, WG (≥ HD, ≥ TILE), TILE, KC (a multiple of TILE), S_MAX.
+// h / (heads / kv_heads). Prepended: HD, WG (≥ HD, a multiple of TILE), TILE, KC (a multiple of
+// TILE), S_MAX.
 
 struct Params {
     heads: u32,
@@ -25,6 +26,9 @@ struct Params {
 const HALF: u32 = HD / 2u;
 const ROW: u32 = HD + 1u;
 const LOAD_ITERS: u32 = (TILE * HD + WG - 1u) / WG;
+// A key's dot product is split over PARTS threads, each taking HD / PARTS dimensions.
+const PARTS: u32 = WG / TILE;
+const PART_DIMS: u32 = (HD + PARTS - 1u) / PARTS;
 
 var<workgroup> qs: array<f32, HD>;
 var<workgroup> k_new: array<f32, HD>;
@@ -32,6 +36,7 @@ var<workgroup> v_new: array<f32, HD>;
 var<workgroup> ks: array<f32, TILE * ROW>;
 var<workgroup> vs: array<f32, TILE * HD>;
 var<workgroup> scores: array<f32, TILE>;
+var<workgroup> partial_dots: array<f32, WG>;
 
 // The half-split RoPE rotation of pair i of the head at qkv[at..at + HD], for position pos.
 fn rotated(at: u32, pos: u32, i: u32) -> vec2<f32> {
@@ -99,14 +104,24 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
             }
         }
         workgroupBarrier();
+        let key = lid / PARTS;
+        var dot = 0.0;
+        for (var i = 0u; i < PART_DIMS; i++) {
+            let d = (lid % PARTS) * PART_DIMS + i;
+            if (d < HD) {
+                dot += qs[d] * ks[key * ROW + d];
+            }
+        }
+        partial_dots[lid] = dot;
+        workgroupBarrier();
         if (lid < TILE) {
             var s = -3.4028235e38;
             if (t0 + lid < end) {
-                var dot = 0.0;
-                for (var d = 0u; d < HD; d++) {
-                    dot += qs[d] * ks[lid * ROW + d];
+                var total = 0.0;
+                for (var i = 0u; i < PARTS; i++) {
+                    total += partial_dots[lid * PARTS + i];
                 }
-                s = dot * p.scale;
+                s = total * p.scale;
             }
             scores[lid] = s;
         }

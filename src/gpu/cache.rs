@@ -193,6 +193,32 @@ pub(crate) fn pipeline(
     header: String,
     body: &[&str],
 ) -> Result<wgpu::ComputePipeline> {
+    compile(ctx, kernel, header, body, wgpu::ShaderRuntimeChecks::checked())
+}
+
+/// `pipeline` for kernels whose every loop has a constant or host-checked bound and whose every
+/// divisor is a constant or host-checked non-zero (the decoder kernels): wgpu's injected loop
+/// counters, which keep drivers from unrolling loops, and division guards are left out. Buffer
+/// bounds checks stay.
+pub(crate) fn bounded_pipeline(
+    ctx: &Context,
+    kernel: &'static str,
+    header: String,
+    body: &[&str],
+) -> Result<wgpu::ComputePipeline> {
+    let mut checks = wgpu::ShaderRuntimeChecks::checked();
+    checks.force_loop_bounding = false;
+    checks.int_div_checks = false;
+    compile(ctx, kernel, header, body, checks)
+}
+
+fn compile(
+    ctx: &Context,
+    kernel: &'static str,
+    header: String,
+    body: &[&str],
+    checks: wgpu::ShaderRuntimeChecks,
+) -> Result<wgpu::ComputePipeline> {
     let mut cache = lock(&ctx.pipelines);
     let key = (kernel, header);
     if let Some(pipeline) = cache.0.get(&key) {
@@ -204,12 +230,13 @@ pub(crate) fn pipeline(
         .copied()
         .collect::<String>();
     let pipeline = ctx.scoped(&format!("compiling the {kernel} kernel"), || {
-        let module = ctx
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(kernel),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
+        let descriptor = wgpu::ShaderModuleDescriptor {
+            label: Some(kernel),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        // SAFETY: `checks` keeps buffer bounds checks; what it drops is only dropped by
+        // `bounded_pipeline`, whose callers' kernels meet its conditions.
+        let module = unsafe { ctx.device.create_shader_module_trusted(descriptor, checks) };
         Ok(ctx
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

@@ -138,7 +138,7 @@ pub(crate) fn matvec(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, 
         combine.is_some() as u32
     );
     let (source, key, abc) = product.sources(true);
-    let pipeline = cache::pipeline(ctx, "decoder_matvec", format!("{header}// {key}\n"), &[&source, MATVEC_WGSL])?;
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_matvec", format!("{header}// {key}\n"), &[&source, MATVEC_WGSL])?;
     #[repr(C)]
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
     struct Params {
@@ -191,7 +191,7 @@ pub(crate) fn tiles(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, n
         norm.is_some() as u32
     );
     let (source, key, abc) = product.sources(false);
-    let pipeline = cache::pipeline(ctx, "decoder_tiles", format!("{header}// {key}\n"), &[&source, TILES_WGSL])?;
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_tiles", format!("{header}// {key}\n"), &[&source, TILES_WGSL])?;
     let epsilon = norm.map_or(0.0, |n| n.1);
     let params: [u32; 4] = [n as u32, abc[0].rows as u32, abc[1].rows as u32, epsilon.to_bits()];
     let params = ctx.uniform("tiles params", &params)?;
@@ -217,7 +217,7 @@ pub(crate) fn tiles(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, n
 /// y[t] = the table row of tokens[t], for t < step.count (at most `max_rows`).
 pub(crate) fn embed(ctx: &Context, shared: &Shared<'_>, table: &ResidentMatrix, tokens: &wgpu::Buffer, y: &wgpu::Buffer, max_rows: usize) -> Result<Recorded> {
     let k = table.cols;
-    let pipeline = cache::pipeline(ctx, "decoder_embed", format!("const K: u32 = {k}u;\n// {}\n", table.format_key()), &[&table.source("a", 6, false), EMBED_WGSL])?;
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_embed", format!("const K: u32 = {k}u;\n// {}\n", table.format_key()), &[&table.source("a", 6, false), EMBED_WGSL])?;
     let group = bind(ctx, &pipeline, &[(4, shared.step), (5, y), (6, &table.buffer), (9, tokens)]);
     Ok(Recorded { pipeline, group, grid: (k.div_ceil(256) as u32, max_rows as u32, 1), scale: Scale::Rows { axis: 1, per: 1 } })
 }
@@ -244,7 +244,7 @@ pub(crate) struct AttentionBuffers<'a> {
 
 /// RoPE on the new rows' queries and keys, then K and V appended to the caches (prefill).
 pub(crate) fn rope_kv(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &AttentionBuffers<'_>, max_rows: usize) -> Result<Recorded> {
-    let pipeline = cache::pipeline(ctx, "decoder_rope_kv", format!("const HD: u32 = {}u;\n", heads.head_dim), &[ROPE_KV_WGSL])?;
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_rope_kv", format!("const HD: u32 = {}u;\n", heads.head_dim), &[ROPE_KV_WGSL])?;
     let params: [u32; 4] = [heads.heads as u32, heads.kv_heads as u32, heads.capacity as u32, 0];
     let params = ctx.uniform("rope params", &params)?;
     let group = bind(ctx, &pipeline, &[(0, &params), (1, b.rope), (4, shared.step), (5, b.qkv), (10, b.k_cache), (11, b.v_cache)]);
@@ -282,7 +282,7 @@ pub(crate) fn attention(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &At
     let hd = heads.head_dim;
     let wg = hd.next_power_of_two().max(KEY_TILE);
     let header = format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\nconst TILE: u32 = {KEY_TILE}u;\n");
-    let pipeline = cache::pipeline(ctx, "decoder_attention", header, &[ATTENTION_WGSL])?;
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_attention", header, &[ATTENTION_WGSL])?;
     let params = attention_params(ctx, heads)?;
     let group = bind(ctx, &pipeline, &[(0, &params), (4, shared.step), (5, b.out), (10, b.k_cache), (11, b.v_cache), (12, b.qkv)]);
     Ok(Recorded { pipeline, group, grid: (heads.heads as u32, max_rows as u32, 1), scale: Scale::Rows { axis: 1, per: 1 } })
@@ -294,10 +294,11 @@ pub(crate) fn attention(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &At
 pub(crate) fn attention_decode(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &AttentionBuffers<'_>) -> Result<Recorded> {
     check_heads(heads)?;
     let hd = heads.head_dim;
-    let wg = hd.next_power_of_two().max(KEY_TILE);
+    // 256 threads: staging a tile takes 8 loads each, a key's dot 8 threads.
+    let wg = hd.next_power_of_two().max(256);
     let (kc, s_max) = (keys_per_split(heads.capacity), splits(heads.capacity));
     let header = format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\nconst TILE: u32 = {KEY_TILE}u;\nconst KC: u32 = {kc}u;\nconst S_MAX: u32 = {s_max}u;\n");
-    let pipeline = cache::pipeline(ctx, "decoder_attention_decode", header, &[ATTENTION_DECODE_WGSL])?;
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_attention_decode", header, &[ATTENTION_DECODE_WGSL])?;
     let params = attention_params(ctx, heads)?;
     let group = bind(ctx, &pipeline, &[(0, &params), (1, b.rope), (4, shared.step), (5, b.out), (10, b.k_cache), (11, b.v_cache), (12, b.qkv)]);
     Ok(Recorded { pipeline, group, grid: (heads.heads as u32, s_max as u32, 1), scale: Scale::Positions { axis: 1, per: kc } })
@@ -312,7 +313,7 @@ pub(crate) fn decode_partials_len(heads: Heads) -> usize {
 pub(crate) fn argmax(ctx: &Context, logits: &wgpu::Buffer, n: usize, tokens: &wgpu::Buffer) -> Result<Recorded> {
     let limit = ctx.limits.max_compute_invocations_per_workgroup.min(ctx.limits.max_compute_workgroup_size_x).clamp(1, 1024);
     let wg = 1u32 << (31 - limit.leading_zeros());
-    let pipeline = cache::pipeline(ctx, "decoder_argmax", format!("const WG: u32 = {wg}u;\n"), &[ARGMAX_WGSL])?;
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_argmax", format!("const WG: u32 = {wg}u;\n"), &[ARGMAX_WGSL])?;
     let params: [u32; 4] = [n as u32, 0, 0, 0];
     let params = ctx.uniform("argmax params", &params)?;
     let group = bind(ctx, &pipeline, &[(0, &params), (1, logits), (9, tokens)]);
