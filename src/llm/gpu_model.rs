@@ -11,7 +11,7 @@ use super::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::gpu::decoder::{self, AttentionBuffers, Epilogue, Heads, Product, Prologue, Shared};
 use crate::gpu::resident::{Recorded, ResidentMatrix};
-use crate::gpu::{context, Context, GpuWeights};
+use crate::gpu::{context, register_resident_bytes, Context, GpuWeights, ResidentBytes};
 use crate::layers::{Layer, Param};
 use crate::network::{Coord, VolumetricNetwork};
 
@@ -52,6 +52,8 @@ pub struct GpuModel {
     blocks: Vec<Block>,
     final_norm: wgpu::Buffer,
     none: wgpu::Buffer,
+    /// Counts the weights in `pv.gpu_memory()` while the model lives.
+    _resident: ResidentBytes,
 }
 
 fn decoded(param: &Param) -> Result<Vec<f32>> {
@@ -137,7 +139,7 @@ impl GpuModel {
             true => None,
             false => Some(matrix(ctx, "lm head", &head.weights, c.vocab_size, d)?),
         };
-        Ok(GpuModel {
+        let mut model = GpuModel {
             ctx,
             hidden: d,
             intermediate: i,
@@ -153,7 +155,10 @@ impl GpuModel {
             blocks,
             final_norm,
             none: ctx.storage("none", &[0.0; 4])?,
-        })
+            _resident: register_resident_bytes(0),
+        };
+        model._resident.set(model.weight_bytes());
+        Ok(model)
     }
 
     /// VRAM held by the weights.
@@ -204,6 +209,8 @@ pub struct GpuState {
     decode: Vec<Recorded>,
     /// What each decode dispatch computes (for `profile`).
     decode_labels: Vec<&'static str>,
+    /// Counts this sequence's buffers in `pv.gpu_memory()` while it lives.
+    resident: ResidentBytes,
 }
 
 /// cos and sin of RoPE's angle for every position < capacity and pair, computed in f64 as the
@@ -248,8 +255,10 @@ impl GpuState {
             prefill: Vec::new(),
             decode: Vec::new(),
             decode_labels: Vec::new(),
+            resident: register_resident_bytes(0),
         };
         state.record_programs(m)?;
+        state.resident.set(state.bytes());
         Ok(state)
     }
 
@@ -357,6 +366,7 @@ impl GpuState {
         self.rope = ctx.storage("rope", &rope_table(m, capacity))?;
         self.partials = ctx.empty_buffer("attention partials", (decoder::decode_partials_len(m.heads_for(capacity)) * 4) as u64, U::STORAGE)?;
         self.capacity = capacity;
+        self.resident.set(self.bytes());
         self.record_programs(m)
     }
 
