@@ -68,3 +68,21 @@ def test_chat_turns_continue_the_cache(model):
 def test_q4_1_model_stays_small(model):
     f16_bytes = 134_515_008 * 2  # SmolLM2-135M's parameters at 2 bytes
     assert model.memory_bytes < 0.4 * f16_bytes
+
+
+HARDWARE_GPU = pv.gpu_available() and pv.gpu_info()["device_type"] != "Cpu"
+
+
+@pytest.mark.skipif(not HARDWARE_GPU, reason="SmolLM2 on a software adapter (lavapipe) takes minutes; "
+                    "tests/test_gpu_transformer.py runs the same paths with tiny models there")
+@pytest.mark.parametrize("dtype", [None, "float32"])
+def test_gpu_greedy_tokens_and_logits_equal_the_cpu(model, path, dtype):
+    """The issue's parity check on a hardware GPU (run on the H100): 32 greedy tokens of the
+    Q4_1 file and of its float32 morph equal the CPU's, logits within 1e-4 relative."""
+    cpu = model if dtype is None else pv.Transformer.from_pretrained(str(path), dtype=dtype)
+    gpu = pv.Transformer.from_pretrained(str(path), dtype=dtype, device="gpu")
+    ids = cpu.tokenizer.encode(cpu.render(QUESTION))
+    assert gpu.generate_ids(ids, 32) == cpu.generate_ids(ids, 32)
+    got, want = gpu.logits(ids), cpu.logits(ids)
+    assert max(np.abs(g - w).max() / np.abs(w).max() for g, w in zip(got, want)) < 1e-4
+    assert "Paris" in gpu.generate(QUESTION, max_new_tokens=32)
