@@ -434,13 +434,25 @@ impl Context {
     /// Maps `staging` (a MAP_READ buffer the submitted work copied into), waits for the GPU, and
     /// returns its first `len` f32 values.
     pub fn read_f32(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        self.read_f32_after(staging, len, None)
+    }
+
+    /// `read_f32` waiting only for `submission` (None: everything submitted), so work submitted
+    /// after it keeps running.
+    pub fn read_f32_after(
+        &self,
+        staging: &wgpu::Buffer,
+        len: usize,
+        submission: Option<wgpu::SubmissionIndex>,
+    ) -> Result<Vec<f32>> {
         let (sender, receiver) = mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |result| {
             // The receiver outlives the poll below; a failed send only means it already gave up.
             let _ = sender.send(result);
         });
+        let wait = wgpu::PollType::Wait { submission_index: submission, timeout: None };
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wait)
             .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
         // The wait above covered our submission; the callback may still be finishing on a
         // thread that polled concurrently.

@@ -17,6 +17,8 @@ use crate::network::{Coord, VolumetricNetwork};
 
 /// Rows a prefill pass handles at once (longer prompts go in several passes).
 const CHUNK: usize = 256;
+/// The token staging slot of a step submitted ahead.
+const AHEAD_SLOT: usize = 1;
 /// Positions the caches first hold; they double (up to the context length) when full.
 const FIRST_CAPACITY: usize = 256;
 
@@ -203,8 +205,15 @@ pub struct GpuState {
     k_caches: Vec<wgpu::Buffer>,
     v_caches: Vec<wgpu::Buffer>,
     rope: wgpu::Buffer,
-    token_staging: wgpu::Buffer,
+    /// Where chosen tokens come back: slot 0 for a step read at once, AHEAD_SLOT for the step
+    /// submitted ahead.
+    token_staging: [wgpu::Buffer; 2],
     logits_staging: wgpu::Buffer,
+    /// A greedy step already submitted: it feeds the token the previous step chose (left on
+    /// the GPU for the embedding) at position `len`.
+    ahead: Option<Ahead>,
+    /// The token the last greedy step chose (the input `ahead` assumed).
+    last_chosen: Option<u32>,
     prefill: Vec<Recorded>,
     decode: Vec<Recorded>,
     /// What each decode dispatch computes (for `profile`).
@@ -250,11 +259,13 @@ impl GpuState {
             k_caches: (0..m.blocks.len()).map(|_| f32s("k cache", cache_len, cache_usage)).collect::<Result<_>>()?,
             v_caches: (0..m.blocks.len()).map(|_| f32s("v cache", cache_len, cache_usage)).collect::<Result<_>>()?,
             rope: ctx.storage("rope", &rope_table(m, capacity))?,
-            token_staging: f32s("token staging", 4, U::MAP_READ | U::COPY_DST)?,
+            token_staging: [f32s("token staging", 4, U::MAP_READ | U::COPY_DST)?, f32s("token staging", 4, U::MAP_READ | U::COPY_DST)?],
             logits_staging: f32s("logits staging", m.vocab, U::MAP_READ | U::COPY_DST)?,
             prefill: Vec::new(),
             decode: Vec::new(),
             decode_labels: Vec::new(),
+            ahead: None,
+            last_chosen: None,
             resident: register_resident_bytes(0),
         };
         state.record_programs(m)?;
@@ -370,20 +381,71 @@ impl GpuState {
         self.record_programs(m)
     }
 
-    /// Feeds `ids` at the next positions; returns the greedy choice, made on the GPU.
+    /// Feeds `ids` at the next positions; returns the greedy choice, made on the GPU. The step
+    /// that would feed that choice is submitted before returning, so the GPU runs it while the
+    /// caller handles the token and the CPU records nothing in between; when the caller feeds
+    /// exactly that token next (a greedy generation does), only its result is read.
     pub fn greedy(&mut self, m: &GpuModel, ids: &[u32]) -> Result<u32> {
         m.ctx.scoped("a GPU decode step", || {
-            self.submit(m, ids, true)?;
-            Ok(m.ctx.read_f32(&self.token_staging, 1)?[0].to_bits())
+            let continues = matches!((&self.ahead, ids), (Some(a), &[id]) if a.position == self.len && self.last_chosen == Some(id));
+            let token = if continues {
+                let ahead = self.ahead.take().expect("checked above");
+                self.len += 1;
+                self.read_token(m, ahead.slot, Some(ahead.submission))?
+            } else {
+                self.drain(m)?;
+                self.submit(m, ids, true)?;
+                self.read_token(m, 0, None)?
+            };
+            self.last_chosen = Some(token);
+            self.submit_ahead(m)?;
+            Ok(token)
         })
     }
 
     /// Feeds `ids` at the next positions; returns the last position's logits.
     pub fn logits(&mut self, m: &GpuModel, ids: &[u32]) -> Result<Vec<f32>> {
         m.ctx.scoped("a GPU decode step", || {
+            self.drain(m)?;
             self.submit(m, ids, false)?;
             m.ctx.read_f32(&self.logits_staging, m.vocab)
         })
+    }
+
+    fn read_token(&self, m: &GpuModel, slot: usize, submission: Option<wgpu::SubmissionIndex>) -> Result<u32> {
+        Ok(m.ctx.read_f32_after(&self.token_staging[slot], 1, submission)?[0].to_bits())
+    }
+
+    /// Submits the greedy step feeding the last choice (still on the GPU) at position `len`,
+    /// its token copied to the staging slot not being read. Nothing when the context is full.
+    fn submit_ahead(&mut self, m: &GpuModel) -> Result<()> {
+        if self.len + 1 > m.context_length {
+            return Ok(());
+        }
+        self.reserve(m, self.len + 1)?;
+        let ctx = m.ctx;
+        ctx.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[self.len as u32, 1, 0, 0]));
+        let slot = AHEAD_SLOT;
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for dispatch in &self.decode {
+                dispatch.record(&mut pass, 1, self.len + 1);
+            }
+        }
+        encoder.copy_buffer_to_buffer(&self.tokens, 0, &self.token_staging[slot], 0, 4);
+        let submission = ctx.queue.submit([encoder.finish()]);
+        self.ahead = Some(Ahead { position: self.len, slot, submission });
+        Ok(())
+    }
+
+    /// Waits for a step submitted ahead that will not be used (its cache row at `len` is
+    /// rewritten by the next real step).
+    fn drain(&mut self, m: &GpuModel) -> Result<()> {
+        if let Some(ahead) = self.ahead.take() {
+            self.read_token(m, ahead.slot, Some(ahead.submission))?;
+        }
+        Ok(())
     }
 
     /// Feeds `ids` from an empty sequence and returns every position's logits [len × vocab]
@@ -392,6 +454,7 @@ impl GpuState {
         let ctx = m.ctx;
         ctx.scoped("GPU logits", || {
             self.check_ids(m, ids)?;
+            self.drain(m)?;
             self.reset();
             self.reserve(m, ids.len())?;
             let rows = ids.len().min(CHUNK);
@@ -460,7 +523,7 @@ impl GpuState {
             }
         }
         match tail {
-            Tail::Token => encoder.copy_buffer_to_buffer(&self.tokens, 0, &self.token_staging, 0, 4),
+            Tail::Token => encoder.copy_buffer_to_buffer(&self.tokens, 0, &self.token_staging[0], 0, 4),
             Tail::Logits => encoder.copy_buffer_to_buffer(&self.logits, 0, &self.logits_staging, 0, (m.vocab * 4) as u64),
             Tail::Rows { out, staging, bytes, .. } => encoder.copy_buffer_to_buffer(out, 0, staging, 0, bytes),
             Tail::Nothing => {}
@@ -482,6 +545,7 @@ impl GpuState {
         let ctx = m.ctx;
         let repeats = repeats.max(1);
         ctx.scoped("profiling a GPU decode step", || {
+            self.drain(m)?;
             ctx.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[self.len as u32, 1, 0, 0]));
             let everything: Vec<usize> = (0..self.decode.len()).collect();
             // Warm-up: the GPU raises its clocks under sustained load.
@@ -516,14 +580,21 @@ impl GpuState {
                 members.iter().for_each(|&i| self.decode[i].record(&mut pass, 1, self.len + 1));
             }
         }
-        encoder.copy_buffer_to_buffer(&self.tokens, 0, &self.token_staging, 0, 4);
+        encoder.copy_buffer_to_buffer(&self.tokens, 0, &self.token_staging[0], 0, 4);
         let commands = encoder.finish();
         let recorded = started.elapsed().as_secs_f64();
         ctx.queue.submit([commands]);
-        ctx.read_f32(&self.token_staging, 1)?;
+        ctx.read_f32(&self.token_staging[0], 1)?;
         let per = |seconds: f64| seconds * 1e6 / repeats as f64;
         Ok((per(recorded), per(started.elapsed().as_secs_f64())))
     }
+}
+
+/// A greedy step submitted ahead of being asked for.
+struct Ahead {
+    position: usize,
+    slot: usize,
+    submission: wgpu::SubmissionIndex,
 }
 
 /// What a submission ends with.
