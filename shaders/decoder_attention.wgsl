@@ -73,22 +73,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
             scores[lid] = s;
         }
         workgroupBarrier();
-        let count = min(TILE, pos + 1u - t0);
-        var tile_max = m;
-        for (var j = 0u; j < count; j++) {
-            tile_max = max(tile_max, scores[j]);
-        }
-        let correction = exp(m - tile_max);
-        l *= correction;
-        acc *= correction;
-        for (var j = 0u; j < count; j++) {
-            let weight = exp(scores[j] - tile_max);
-            l += weight;
-            if (lid < HD) {
-                acc += weight * vs[j * HD + lid];
-            }
-        }
-        m = tile_max;
+        fold_tile(min(TILE, pos + 1u - t0), lid, &m, &l, &acc);
         workgroupBarrier();
     }
     if (lid < HD) {

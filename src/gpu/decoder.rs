@@ -15,6 +15,7 @@ const EMBED_WGSL: &str = include_str!("../../shaders/decoder_embed.wgsl");
 const ROPE_KV_WGSL: &str = include_str!("../../shaders/decoder_rope_kv.wgsl");
 const ATTENTION_WGSL: &str = include_str!("../../shaders/decoder_attention.wgsl");
 const ATTENTION_DECODE_WGSL: &str = include_str!("../../shaders/decoder_attention_decode.wgsl");
+const ONLINE_SOFTMAX_WGSL: &str = include_str!("../../shaders/online_softmax.wgsl");
 
 /// Keys a decode-attention workgroup stages at once.
 const KEY_TILE: usize = 32;
@@ -90,10 +91,35 @@ impl Product<'_> {
         Ok(())
     }
 
-    /// The matrices' WGSL as a, b, c (missing ones repeat the first: bound, never read).
-    fn sources(&self, dot: bool) -> (String, String, [&ResidentMatrix; 3]) {
+    /// The bind group of a matvec or tiles kernel: params, x, γ, bias, step, y, a, b, c.
+    fn bind(&self, ctx: &Context, pipeline: &wgpu::ComputePipeline, shared: &Shared<'_>, params: &wgpu::Buffer, gain: Option<&wgpu::Buffer>) -> wgpu::BindGroup {
+        let abc = self.abc();
+        bind(
+            ctx,
+            pipeline,
+            &[
+                (0, params),
+                (1, self.x),
+                (2, gain.unwrap_or(shared.none)),
+                (3, self.bias.unwrap_or(shared.none)),
+                (4, shared.step),
+                (5, self.y),
+                (6, &abc[0].buffer),
+                (7, &abc[1].buffer),
+                (8, &abc[2].buffer),
+            ],
+        )
+    }
+
+    /// The matrices as a, b, c (missing ones repeat the first: bound, never read).
+    fn abc(&self) -> [&ResidentMatrix; 3] {
         let m = self.matrices;
-        let abc = [m[0], *m.get(1).unwrap_or(&m[0]), *m.get(2).unwrap_or(&m[0])];
+        [m[0], *m.get(1).unwrap_or(&m[0]), *m.get(2).unwrap_or(&m[0])]
+    }
+
+    /// The matrices' WGSL as a, b, c, the key of their formats, and the matrices.
+    fn sources(&self, dot: bool) -> (String, String, [&ResidentMatrix; 3]) {
+        let abc = self.abc();
         let source = ["a", "b", "c"].iter().zip(abc).zip(6u32..).map(|((name, mat), binding)| mat.source(name, binding, dot)).collect();
         let key = abc.iter().map(|m| m.format_key()).collect::<Vec<_>>().join(",");
         (source, key, abc)
@@ -158,21 +184,7 @@ pub(crate) fn matvec(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, 
         _pad: [0; 3],
     };
     let params = ctx.uniform("matvec params", &params)?;
-    let group = bind(
-        ctx,
-        &pipeline,
-        &[
-            (0, &params),
-            (1, product.x),
-            (2, norm.map_or(shared.none, |n| n.0)),
-            (3, product.bias.unwrap_or(shared.none)),
-            (4, shared.step),
-            (5, product.y),
-            (6, &abc[0].buffer),
-            (7, &abc[1].buffer),
-            (8, &abc[2].buffer),
-        ],
-    );
+    let group = product.bind(ctx, &pipeline, shared, &params, norm.map(|n| n.0));
     Ok(Recorded { pipeline, group, grid: ctx.grid(rows.div_ceil(rows_per_pass * repeat))?, scale: Scale::Fixed })
 }
 
@@ -195,21 +207,7 @@ pub(crate) fn tiles(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, n
     let epsilon = norm.map_or(0.0, |n| n.1);
     let params: [u32; 4] = [n as u32, abc[0].rows as u32, abc[1].rows as u32, epsilon.to_bits()];
     let params = ctx.uniform("tiles params", &params)?;
-    let group = bind(
-        ctx,
-        &pipeline,
-        &[
-            (0, &params),
-            (1, product.x),
-            (2, norm.map_or(shared.none, |n| n.0)),
-            (3, product.bias.unwrap_or(shared.none)),
-            (4, shared.step),
-            (5, product.y),
-            (6, &abc[0].buffer),
-            (7, &abc[1].buffer),
-            (8, &abc[2].buffer),
-        ],
-    );
+    let group = product.bind(ctx, &pipeline, shared, &params, norm.map(|n| n.0));
     let grid = (n.div_ceil(wg_x * rn) as u32, max_rows.div_ceil(wg_y * rm) as u32, 1);
     Ok(Recorded { pipeline, group, grid, scale: Scale::Rows { axis: 1, per: wg_y * rm } })
 }
@@ -282,7 +280,7 @@ pub(crate) fn attention(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &At
     let hd = heads.head_dim;
     let wg = hd.next_power_of_two().max(KEY_TILE);
     let header = format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\nconst TILE: u32 = {KEY_TILE}u;\n");
-    let pipeline = cache::bounded_pipeline(ctx, "decoder_attention", header, &[ATTENTION_WGSL])?;
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_attention", header, &[ONLINE_SOFTMAX_WGSL, ATTENTION_WGSL])?;
     let params = attention_params(ctx, heads)?;
     let group = bind(ctx, &pipeline, &[(0, &params), (4, shared.step), (5, b.out), (10, b.k_cache), (11, b.v_cache), (12, b.qkv)]);
     Ok(Recorded { pipeline, group, grid: (heads.heads as u32, max_rows as u32, 1), scale: Scale::Rows { axis: 1, per: 1 } })
@@ -298,7 +296,7 @@ pub(crate) fn attention_decode(ctx: &Context, shared: &Shared<'_>, heads: Heads,
     let wg = hd.next_power_of_two().max(256);
     let (kc, s_max) = (keys_per_split(heads.capacity), splits(heads.capacity));
     let header = format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\nconst TILE: u32 = {KEY_TILE}u;\nconst KC: u32 = {kc}u;\nconst S_MAX: u32 = {s_max}u;\n");
-    let pipeline = cache::bounded_pipeline(ctx, "decoder_attention_decode", header, &[ATTENTION_DECODE_WGSL])?;
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_attention_decode", header, &[ONLINE_SOFTMAX_WGSL, ATTENTION_DECODE_WGSL])?;
     let params = attention_params(ctx, heads)?;
     let group = bind(ctx, &pipeline, &[(0, &params), (1, b.rope), (4, shared.step), (5, b.out), (10, b.k_cache), (11, b.v_cache), (12, b.qkv)]);
     Ok(Recorded { pipeline, group, grid: (heads.heads as u32, s_max as u32, 1), scale: Scale::Positions { axis: 1, per: kc } })
