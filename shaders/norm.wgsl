@@ -1,6 +1,6 @@
 // RMSNorm / LayerNorm over rows of `width` values, as the CPU path computes them: one workgroup
 // per row, two passes over the row (the mean, then the centred variance E[(x − μ)²]), each
-// summed by a tree reduction in workgroup memory. RMSNorm is the uncentred case (μ = 0, β = 0).
+// summed by shaders/workgroup.wgsl's tree reduction. RMSNorm is the uncentred case (μ = 0, β = 0).
 // Prepended: WG (threads per workgroup, a power of two) and the weight loaders load_gain and
 // load_shift (shaders/weights.wgsl, bindings 2 and 3). Rows fold into y past the grid limit.
 
@@ -18,23 +18,6 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
-
-var<workgroup> partial: array<f32, WG>;
-
-// The sum over the workgroup of each thread's `value` (called by every thread).
-fn workgroup_sum(lid: u32, value: f32) -> f32 {
-    partial[lid] = value;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
 
 @compute @workgroup_size(WG)
 fn main(

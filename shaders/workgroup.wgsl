@@ -1,5 +1,5 @@
-// shaders/workgroup.wgsl — sums and maxima over one workgroup, shared by the softmax and k-means
-// kernels. Prepended: WG (threads per workgroup, a power of two). Every thread of the workgroup
+// shaders/workgroup.wgsl — sums and maxima over one workgroup, shared by the softmax, k-means and
+// norm kernels. Prepended: WG (threads per workgroup, a power of two). Every thread of the workgroup
 // calls them; each returns the same value to all threads through workgroupUniformLoad, so a
 // kernel may branch or loop on the result around further barriers (the bisection of entmax).
 

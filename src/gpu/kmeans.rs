@@ -2,7 +2,8 @@
 //! centroids decoded in the shader from their packed version, one dispatch and one submit per call.
 
 use super::context::context;
-use super::softmax::{threads_for, WORKGROUP_WGSL};
+use super::softmax::threads_for;
+use super::WORKGROUP_WGSL;
 use super::{activation_code, cache, weights, GpuWeights};
 use crate::activation::Activation;
 use crate::error::{shape_err, Error, Result};

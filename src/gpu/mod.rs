@@ -142,6 +142,9 @@ impl<'a> GpuWeights<'a> {
     }
 }
 
+/// Sums and maxima over a workgroup, for kernels that reduce rows (softmax, k-means, norms).
+pub(crate) const WORKGROUP_WGSL: &str = include_str!("../../shaders/workgroup.wgsl");
+
 /// The activation codes of shaders/activation.wgsl.
 pub(crate) fn activation_code(activation: Activation) -> u32 {
     match activation {

@@ -45,7 +45,7 @@ pub fn norm_forward(
     let limit = ctx.limits.max_compute_invocations_per_workgroup.min(ctx.limits.max_compute_workgroup_size_x).clamp(1, 256);
     let threads = 1u32 << (31 - limit.leading_zeros());
     let source = [weights::loader("gain", 2), weights::loader("shift", 3)].concat();
-    let pipeline = cache::pipeline(ctx, "norm", format!("const WG: u32 = {threads}u;\n"), &[&source, NORM_WGSL])?;
+    let pipeline = cache::pipeline(ctx, "norm", format!("const WG: u32 = {threads}u;\n"), &[super::WORKGROUP_WGSL, &source, NORM_WGSL])?;
     let params = Params {
         rows: rows as u32,
         width: width as u32,

@@ -1,12 +1,12 @@
 //! Softmax-family maps on the GPU (shaders/softmax.wgsl): one workgroup per normalised vector,
 //! one dispatch and one submit per call. The Softmax layer chooses the map of each variant.
 
+use super::WORKGROUP_WGSL;
 use super::cache;
 use super::context::{context, Context};
 use crate::error::{shape_err, Error, Result};
 
 const SOFTMAX_WGSL: &str = include_str!("../../shaders/softmax.wgsl");
-pub(crate) const WORKGROUP_WGSL: &str = include_str!("../../shaders/workgroup.wgsl");
 
 /// What each normalised vector ("domain") of logits z = (x + noise) / T becomes.
 #[derive(Clone, Copy, Debug, PartialEq)]
