@@ -115,7 +115,11 @@ def test_the_profile_names_every_kind_of_dispatch(checkpoints):
     layers = cfg["num_hidden_layers"]
     assert labels[0] == "whole step" and f"attention ×{layers}" in labels and "argmax ×1" in labels
     assert all(record >= 0 and np.isfinite(total) for _, record, total in times)
+    prefill = [name for name, _, _ in session.gpu_profile(2, rows=7)]
+    assert f"RoPE + cache append ×{layers}" in prefill and "norm + LM head (last row) ×1" in prefill
     assert session.length == len(PROMPT)  # profiling leaves the sequence as it was
+    with pytest.raises(pv.InputError, match="rows"):
+        session.gpu_profile(1, rows=0)
     assert session.gpu_bytes > 0
 
 

@@ -216,7 +216,8 @@ pub struct GpuState {
     last_chosen: Option<u32>,
     prefill: Vec<Recorded>,
     decode: Vec<Recorded>,
-    /// What each decode dispatch computes (for `profile`).
+    /// What each dispatch of the prefill and decode programs computes (for `profile`).
+    prefill_labels: Vec<&'static str>,
     decode_labels: Vec<&'static str>,
     /// Counts this sequence's buffers in `pv.gpu_memory()` while it lives.
     resident: ResidentBytes,
@@ -263,6 +264,7 @@ impl GpuState {
             logits_staging: f32s("logits staging", m.vocab, U::MAP_READ | U::COPY_DST)?,
             prefill: Vec::new(),
             decode: Vec::new(),
+            prefill_labels: Vec::new(),
             decode_labels: Vec::new(),
             ahead: None,
             last_chosen: None,
@@ -302,6 +304,7 @@ impl GpuState {
         let mut prefill = vec![decoder::embed(ctx, &shared, &m.embed, &self.tokens, &self.x, CHUNK)?];
         let mut decode = vec![decoder::embed(ctx, &shared, &m.embed, &self.tokens, &self.x, 1)?];
         let mut labels = vec!["embedding"];
+        let mut prefill_labels = vec!["embedding"];
         for (b, block) in m.blocks.iter().enumerate() {
             let qkv = Product { matrices: &[&block.q, &block.k, &block.v], epilogue: Epilogue::Concat, x: &self.x, y: &self.qkv, bias: block.qkv_bias.as_ref() };
             let attention = AttentionBuffers { qkv: &self.qkv, k_cache: &self.k_caches[b], v_cache: &self.v_caches[b], rope: &self.rope, out: &self.attn };
@@ -319,6 +322,7 @@ impl GpuState {
                 decoder::tiles(ctx, &shared, &down, None, CHUNK)?,
             ]);
             labels.extend(["norm + QKV", "attention", "O + residual", "norm + gate·up·SiLU", "down + residual"]);
+            prefill_labels.extend(["norm + QKV", "RoPE + cache append", "attention", "O + residual", "norm + gate·up·SiLU", "down + residual"]);
             decode.extend([
                 decoder::matvec(ctx, &shared, &qkv, Prologue::Norm(&block.attn_norm, eps), false)?,
                 decoder::attention_decode(ctx, &shared, heads, &split_attention)?,
@@ -333,9 +337,11 @@ impl GpuState {
             program.push(decoder::argmax(ctx, &self.logits, m.vocab, &self.tokens)?);
         }
         labels.extend(["norm + LM head", "argmax"]);
+        prefill_labels.extend(["norm + LM head (last row)", "argmax"]);
         self.prefill = prefill;
         self.decode = decode;
         self.decode_labels = labels;
+        self.prefill_labels = prefill_labels;
         Ok(())
     }
 
@@ -535,33 +541,38 @@ impl GpuState {
 }
 
 impl GpuState {
-    /// Time per decode step of each kind of dispatch, at the current position: each kind's
-    /// dispatches recorded `repeats` times into one pass and run to completion. Per kind:
-    /// (label, µs recording the commands on the CPU, µs from the start of recording to the
-    /// results, less an empty pass's time). "whole step" is the full program. The KV cache row at
-    /// the current position is overwritten (the next real step writes it again); the length is
-    /// unchanged.
-    pub fn profile(&mut self, m: &GpuModel, repeats: usize) -> Result<Vec<(String, f64, f64)>> {
+    /// Time of each kind of dispatch of a decode step (`rows` = 1) or of a prefill pass of
+    /// `rows` new positions, at the current position: each kind's dispatches recorded `repeats`
+    /// times into one pass and run to completion. Per kind: (label, µs recording the commands on
+    /// the CPU, µs from the start of recording to the results, less an empty pass's time).
+    /// "whole step" is the full program. The cache rows from the current position on are
+    /// overwritten (the next real step writes them again); the length is unchanged.
+    pub fn profile(&mut self, m: &GpuModel, repeats: usize, rows: usize) -> Result<Vec<(String, f64, f64)>> {
         let ctx = m.ctx;
         let repeats = repeats.max(1);
-        ctx.scoped("profiling a GPU decode step", || {
+        if rows == 0 || rows > CHUNK {
+            return Err(Error::Value(format!("profile rows must be in 1..={CHUNK}, got {rows}")));
+        }
+        ctx.scoped("profiling the GPU programs", || {
             self.drain(m)?;
-            ctx.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[self.len as u32, 1, 0, 0]));
-            let everything: Vec<usize> = (0..self.decode.len()).collect();
+            self.reserve(m, self.len + rows)?;
+            ctx.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[self.len as u32, rows as u32, 0, 0]));
+            let labels = if rows == 1 { &self.decode_labels } else { &self.prefill_labels };
+            let everything: Vec<usize> = (0..labels.len()).collect();
             // Warm-up: the GPU raises its clocks under sustained load.
-            self.time_pass(ctx, &everything, repeats * 10)?;
-            let (_, empty) = self.time_pass(ctx, &[], repeats)?;
+            self.time_pass(ctx, &everything, repeats * 10, rows)?;
+            let (_, empty) = self.time_pass(ctx, &[], repeats, rows)?;
             let mut kinds: Vec<&'static str> = Vec::new();
-            for label in &self.decode_labels {
+            for label in labels {
                 if !kinds.contains(label) {
                     kinds.push(label);
                 }
             }
-            let (record, total) = self.time_pass(ctx, &everything, repeats)?;
+            let (record, total) = self.time_pass(ctx, &everything, repeats, rows)?;
             let mut times = vec![("whole step".to_string(), record, total - empty)];
             for kind in kinds {
-                let members: Vec<usize> = (0..self.decode.len()).filter(|&i| self.decode_labels[i] == kind).collect();
-                let (record, total) = self.time_pass(ctx, &members, repeats)?;
+                let members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == kind).collect();
+                let (record, total) = self.time_pass(ctx, &members, repeats, rows)?;
                 times.push((format!("{kind} ×{}", members.len()), record, total - empty));
             }
             times.push(("empty pass: submit + readback".to_string(), 0.0, empty));
@@ -570,14 +581,15 @@ impl GpuState {
     }
 
     /// (µs recording, µs in all) per repeat of one pass recording the `members` of the decode
-    /// program `repeats` times.
-    fn time_pass(&self, ctx: &Context, members: &[usize], repeats: usize) -> Result<(f64, f64)> {
+    /// (`rows` = 1) or prefill program `repeats` times.
+    fn time_pass(&self, ctx: &Context, members: &[usize], repeats: usize, rows: usize) -> Result<(f64, f64)> {
+        let program = if rows == 1 { &self.decode } else { &self.prefill };
         let started = std::time::Instant::now();
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             for _ in 0..repeats {
-                members.iter().for_each(|&i| self.decode[i].record(&mut pass, 1, self.len + 1));
+                members.iter().for_each(|&i| program[i].record(&mut pass, rows, self.len + rows));
             }
         }
         encoder.copy_buffer_to_buffer(&self.tokens, 0, &self.token_staging[0], 0, 4);

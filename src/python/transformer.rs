@@ -101,16 +101,16 @@ impl PyDecodeSession {
         self.model.context_length()
     }
 
-    /// Per kind of dispatch of a decode step: (label, µs recording, µs in all) (GPU sessions
-    /// only; see `GpuState::profile`).
-    #[pyo3(signature = (repeats = 50))]
-    fn gpu_profile(&self, py: Python<'_>, repeats: usize) -> PyResult<Vec<(String, f64, f64)>> {
+    /// Per kind of dispatch of a decode step (`rows` = 1) or a prefill pass of `rows` positions:
+    /// (label, µs recording, µs in all) (GPU sessions only; see `GpuState::profile`).
+    #[pyo3(signature = (repeats = 50, rows = 1))]
+    fn gpu_profile(&self, py: Python<'_>, repeats: usize, rows: usize) -> PyResult<Vec<(String, f64, f64)>> {
         let model = self.model.clone();
         py.detach(|| {
             guarded(|| {
                 let mut session = self.state.lock().unwrap();
                 match (&model.gpu, &mut session.decode) {
-                    (Some(gpu), DecodeState::Gpu(state)) => state.profile(gpu, repeats),
+                    (Some(gpu), DecodeState::Gpu(state)) => state.profile(gpu, repeats, rows),
                     _ => Err(Error::Value("gpu_profile needs a model loaded with device=\"gpu\"".into())),
                 }
             })
