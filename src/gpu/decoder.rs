@@ -251,7 +251,7 @@ pub(crate) fn rope_kv(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &Atte
 
 fn check_heads(heads: Heads) -> Result<()> {
     let hd = heads.head_dim;
-    if hd % 2 != 0 || hd > 256 || heads.kv_heads == 0 || heads.heads % heads.kv_heads != 0 {
+    if !hd.is_multiple_of(2) || hd > 256 || heads.kv_heads == 0 || !heads.heads.is_multiple_of(heads.kv_heads) {
         return Err(Error::Shape(format!(
             "GPU attention needs an even head_dim ≤ 256 and heads a multiple of kv_heads, got head_dim {hd}, {} heads, {} kv heads",
             heads.heads, heads.kv_heads

@@ -39,7 +39,7 @@ const UNUSED_BITS: u32 = 8;
 fn word_aligned_blocks(p: &Packed) -> Vec<u8> {
     let block = p.dtype.block_bytes().expect("a block dtype");
     let blocks = p.n / DType::BLOCK_VALUES;
-    if block % 4 == 0 {
+    if block.is_multiple_of(4) {
         return p.bytes[..blocks * block].to_vec();
     }
     let mut out = Vec::with_capacity(blocks * (block + 2));
