@@ -257,8 +257,12 @@ class VolumetricNetwork:
         d, r, c, l = self.dims
         lines = [f"VolumetricNetwork({d}×{r}×{c}×{l}, {self.num_params:,} params, "
                  f"{self.weight_bytes:,} weight bytes)"]
-        for coord, kind, dtype, shape, nbytes in self._rows():
-            lines.append(f"  {coord:<12} {kind:<10} {dtype:<9} {shape:<12} {nbytes:>12,} B")
+        rows = list(self._rows())
+        # Columns as wide as their longest entry (type names run to "MultiHeadAttention (disabled)").
+        widths = [max((len(str(row[i])) for row in rows), default=0) for i in range(4)]
+        for coord, kind, dtype, shape, nbytes in rows:
+            cells = (f"{value:<{width}}" for value, width in zip((coord, kind, dtype, shape), widths))
+            lines.append(f"  {' '.join(cells)} {nbytes:>12,} B")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
