@@ -197,7 +197,7 @@ pub(crate) fn pipeline(
 }
 
 /// `pipeline` for kernels whose every loop has a constant or host-checked bound and whose every
-/// divisor is a constant or host-checked non-zero (the decoder kernels): wgpu's injected loop
+/// divisor is a constant or host-checked non-zero (decoder, dense, SwiGLU): wgpu's injected loop
 /// counters, which keep drivers from unrolling loops, and division guards are left out. Buffer
 /// bounds checks stay.
 pub(crate) fn bounded_pipeline(

@@ -173,7 +173,8 @@ pub(crate) fn dense_step(ctx: &Context, x: &wgpu::Buffer, y: &wgpu::Buffer, laye
     }
     let w = weights::tensor(ctx, weights)?;
     let loader = weights::loader("w", 2);
-    let pipeline = cache::pipeline(ctx, "dense", tile.header(), &[&loader, ACTIVATION_WGSL, DENSE_WGSL])?;
+    // Its loops run to constants or checked sizes and it divides only by constants.
+    let pipeline = cache::bounded_pipeline(ctx, "dense", tile.header(), &[&loader, ACTIVATION_WGSL, DENSE_WGSL])?;
     let params = Params {
         batch: rows as u32,
         in_features: in_features as u32,

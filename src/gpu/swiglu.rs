@@ -96,7 +96,8 @@ fn gate_up_step(
         )));
     }
     let loaders = [weights::loader("gate", 2), weights::loader("up", 3)].concat();
-    let pipeline = cache::pipeline(ctx, "swiglu", tile.header(), &[&loaders, ACTIVATION_WGSL, SWIGLU_WGSL])?;
+    // Its loops run to constants or checked sizes and it divides only by constants.
+    let pipeline = cache::bounded_pipeline(ctx, "swiglu", tile.header(), &[&loaders, ACTIVATION_WGSL, SWIGLU_WGSL])?;
     let params = Params {
         rows: rows as u32,
         in_features: model as u32,
