@@ -1,6 +1,9 @@
-// shaders/dense.wgsl — tiled dense forward: y[b, o] = act(Σ_i x[b, i]·W[o, i] + bias[o]).
-// Prepended by src/gpu/dense.rs: the tile constants WG_X, WG_Y, RM, RN, TK, the weight loader
-// of shaders/weights.wgsl for tensor `w` at binding 2 (`load_w(flat index)`) and shaders/activation.wgsl.
+// shaders/dense.wgsl — tiled dense forward: y[b, o] = act(Σ_i x[b, i]·W[o, i] + bias[o]), and
+// with GATED SwiGLU's fused gate/up: y = act(x·W_gate + b_gate)·(x·W_up + b_up), one pass over x
+// feeding both products. Prepended by src/gpu/dense.rs: the tile constants WG_X, WG_Y, RM, RN,
+// TK, GATED, the weight loader of shaders/weights.wgsl for tensor `w` at binding 2
+// (`load_w(flat index)`), `load_up` and `up_bias` (the up tensor at 5 and its bias at 6 when
+// GATED, zeros otherwise) and shaders/activation.wgsl.
 // A workgroup computes a BM × BN output tile; thread (tx, ty) owns rows ty + i·WG_Y and columns
 // tx + j·WG_X. x and W pass through shared memory TK columns of K at a time, stored k-major so
 // the inner loop reads consecutive addresses across threads. Every thread reaches every barrier;
@@ -28,6 +31,7 @@ const THREADS: u32 = WG_X * WG_Y;
 
 var<workgroup> xs: array<f32, TK * BM>;
 var<workgroup> ws: array<f32, TK * BN>;
+var<workgroup> us: array<f32, TK * BN * GATED + 1u>;
 
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn main(
@@ -39,6 +43,7 @@ fn main(
     let m0 = group.y * BM;
     let n0 = group.x * BN;
     var acc: array<f32, RM * RN>;
+    var acc_up: array<f32, RM * RN>;
     var a: array<f32, RM>;
 
     for (var k0 = 0u; k0 < k_total; k0 += TK) {
@@ -56,10 +61,17 @@ fn main(
             let n = n0 + l / TK;
             let k = k0 + l % TK;
             var v = 0.0;
+            var u = 0.0;
             if (n < params.out_features && k < k_total) {
                 v = load_w(n * k_total + k);
+                if (GATED == 1u) {
+                    u = load_up(n * k_total + k);
+                }
             }
             ws[(l % TK) * BN + l / TK] = v;
+            if (GATED == 1u) {
+                us[(l % TK) * BN + l / TK] = u;
+            }
         }
         workgroupBarrier();
         for (var k = 0u; k < TK; k++) {
@@ -70,6 +82,12 @@ fn main(
                 let b = ws[k * BN + local.x + j * WG_X];
                 for (var i = 0u; i < RM; i++) {
                     acc[i * RN + j] += a[i] * b;
+                }
+                if (GATED == 1u) {
+                    let u = us[k * BN + local.x + j * WG_X];
+                    for (var i = 0u; i < RM; i++) {
+                        acc_up[i * RN + j] += a[i] * u;
+                    }
                 }
             }
         }
@@ -82,10 +100,16 @@ fn main(
             let n = n0 + local.x + j * WG_X;
             if (m < params.batch && n < params.out_features) {
                 var v = acc[i * RN + j];
+                var u = acc_up[i * RN + j];
                 if (params.has_bias != 0u) {
                     v += bias[n];
+                    u += up_bias(n);
                 }
-                y[m * params.out_features + n] = activate(v, params.activation);
+                v = activate(v, params.activation);
+                if (GATED == 1u) {
+                    v *= u;
+                }
+                y[m * params.out_features + n] = v;
             }
         }
     }

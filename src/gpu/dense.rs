@@ -14,13 +14,13 @@ const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
 /// The uniform `Params` of shaders/dense.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    batch: u32,
-    in_features: u32,
-    out_features: u32,
-    activation: u32,
-    has_bias: u32,
-    _pad: [u32; 3],
+pub(crate) struct Params {
+    pub batch: u32,
+    pub in_features: u32,
+    pub out_features: u32,
+    pub activation: u32,
+    pub has_bias: u32,
+    pub _pad: [u32; 3],
 }
 
 /// A workgroup of wg_x × wg_y threads computes a (wg_y·rm) × (wg_x·rn) output tile, each thread
@@ -110,6 +110,21 @@ impl Tile {
     }
 }
 
+/// The tiled kernel of shaders/dense.wgsl with the tile constants `tile_header`: a dense layer, or with `gated` SwiGLU's fused
+/// gate/up (bindings: 0 params, 1 x, 2 W (gate), 3 its bias, 4 y, and when gated 5 W_up, 6 its
+/// bias).
+pub(crate) fn tiled_pipeline(ctx: &Context, tile_header: &str, gated: bool) -> Result<wgpu::ComputePipeline> {
+    let up = match gated {
+        true => weights::loader("up", 5)
+            + "@group(0) @binding(6) var<storage, read> up_biases: array<f32>;\n\
+               fn up_bias(n: u32) -> f32 { return up_biases[n]; }\n",
+        false => "fn load_up(e: u32) -> f32 { return 0.0; }\nfn up_bias(n: u32) -> f32 { return 0.0; }\n".into(),
+    };
+    let header = format!("{tile_header}const GATED: u32 = {}u;\n", gated as u32);
+    // Its loops run to constants or checked sizes and it divides only by constants.
+    cache::bounded_pipeline(ctx, "dense", header, &[&weights::loader("w", 2), &up, ACTIVATION_WGSL, DENSE_WGSL])
+}
+
 /// y[b, o] = act( Σ_i x[b, i] · W[o, i] + bias[o] ), W row-major [out_features][in_features].
 pub fn dense_forward(
     x: &[f32],
@@ -172,9 +187,7 @@ pub(crate) fn dense_step(ctx: &Context, x: &wgpu::Buffer, y: &wgpu::Buffer, laye
         )));
     }
     let w = weights::tensor(ctx, weights)?;
-    let loader = weights::loader("w", 2);
-    // Its loops run to constants or checked sizes and it divides only by constants.
-    let pipeline = cache::bounded_pipeline(ctx, "dense", tile.header(), &[&loader, ACTIVATION_WGSL, DENSE_WGSL])?;
+    let pipeline = tiled_pipeline(ctx, &tile.header(), false)?;
     let params = Params {
         batch: rows as u32,
         in_features: in_features as u32,

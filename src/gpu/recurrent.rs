@@ -3,11 +3,11 @@
 //! (shaders/recurrent.wgsl); all dispatches in one compute pass, one submit, one readback.
 
 use super::context::{context, Dispatch};
+use super::dense::tiled_pipeline;
 use super::{activation_code, cache, weights, GpuWeights};
 use crate::activation::Activation;
 use crate::error::{shape_err, Error, Result};
 
-const DENSE_WGSL: &str = include_str!("../../shaders/dense.wgsl");
 const RECURRENT_WGSL: &str = include_str!("../../shaders/recurrent.wgsl");
 const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
 
@@ -94,8 +94,7 @@ pub fn recurrent_forward(
     let recurrent_grid = (input_grid.0 as u32, batch.div_ceil(TILE_ROWS) as u32, 1);
     let input_grid = (input_grid.0 as u32, input_grid.1 as u32, 1);
     let cell_grid = ctx.grid((batch * hidden).div_ceil(CELL_THREADS))?;
-    let loader = weights::loader("w", 2);
-    let matmul = cache::pipeline(ctx, "recurrent-matmul", MATMUL_TILE.into(), &[&loader, ACTIVATION_WGSL, DENSE_WGSL])?;
+    let matmul = tiled_pipeline(ctx, MATMUL_TILE, false)?;
     let step_kernel = cache::pipeline(ctx, "recurrent-step", format!("const WG: u32 = {CELL_THREADS}u;\n"), &[ACTIVATION_WGSL, RECURRENT_WGSL])?;
     let w_ih = weights::tensor(ctx, w_ih)?;
     let w_hh = weights::tensor(ctx, w_hh)?;

@@ -1,26 +1,12 @@
 //! SwiGLU forward on the GPU: gate and up projections fused with act(gate)·up in one kernel
-//! (shaders/swiglu.wgsl), then the down projection (the dense kernel); one pass, one readback.
+//! (shaders/dense.wgsl, GATED), then the down projection (the dense kernel); one pass, one readback.
 
 use super::context::{context, Context, Step};
-use super::dense::{dense_step, Linear, Tile};
-use super::{activation_code, cache, weights, GpuWeights};
+use super::dense::{dense_step, tiled_pipeline, Linear, Params, Tile};
+use super::{activation_code, weights, GpuWeights};
 use crate::activation::Activation;
 use crate::error::{shape_err, Error, Result};
 
-const SWIGLU_WGSL: &str = include_str!("../../shaders/swiglu.wgsl");
-const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
-
-/// The uniform `Params` of shaders/swiglu.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    in_features: u32,
-    out_features: u32,
-    activation: u32,
-    has_bias: u32,
-    _pad: [u32; 3],
-}
 
 /// The three projections (gate and up [hidden][model], down [model][hidden], any dtype, decoded
 /// in the shader) and their float32 biases.
@@ -95,11 +81,9 @@ fn gate_up_step(
             grid.0, grid.1
         )));
     }
-    let loaders = [weights::loader("gate", 2), weights::loader("up", 3)].concat();
-    // Its loops run to constants or checked sizes and it divides only by constants.
-    let pipeline = cache::bounded_pipeline(ctx, "swiglu", tile.header(), &[&loaders, ACTIVATION_WGSL, SWIGLU_WGSL])?;
+    let pipeline = tiled_pipeline(ctx, &tile.header(), true)?;
     let params = Params {
-        rows: rows as u32,
+        batch: rows as u32,
         in_features: model as u32,
         out_features: hidden as u32,
         activation: activation_code(activation),
@@ -114,10 +98,10 @@ fn gate_up_step(
             ctx.uniform("swiglu params", &params)?,
             x.clone(),
             weights::tensor(ctx, weights.gate)?.buffer,
-            weights::tensor(ctx, weights.up)?.buffer,
             ctx.storage("swiglu gate bias", gate_bias)?,
-            ctx.storage("swiglu up bias", up_bias)?,
             a.clone(),
+            weights::tensor(ctx, weights.up)?.buffer,
+            ctx.storage("swiglu up bias", up_bias)?,
         ],
         grid: (grid.0 as u32, grid.1 as u32, 1),
     })
