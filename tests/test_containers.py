@@ -107,10 +107,13 @@ def test_remote_link_in_the_build_json_round_trips():
     np.testing.assert_array_equal(again.forward(x), net.forward(x))
 
 
-def test_remote_link_must_point_backwards():
+def test_a_forward_link_is_a_feedback_loop_the_one_pass_forward_refuses():
     net = grid(pv.layers.Dense(4, 4), pv.layers.Dense(4, 4))
-    with pytest.raises(pv.SpecError, match=r"\(0,0,0,1\).*traversal order"):
-        net.set_link(0, 0, 0, 0, (0, 0, 0, 1))
+    net.set_link(0, 0, 0, 0, (0, 0, 0, 1))  # allowed: the systolic mesh runs it (test_systolic.py)
+    with pytest.raises(pv.SpecError, match=r"\(0,0,0,0\).*\(0,0,0,1\).*traversal order.*Systolic"):
+        net.forward(data(2, 4))
+    with pytest.raises(pv.SpecError, match="outside"):
+        net.set_link(0, 0, 0, 0, (0, 0, 0, 2))
 
 
 def test_disabled_layers_are_skipped_and_links_to_them_read_through():

@@ -17,6 +17,7 @@ __all__ = [
     "ChatTemplate",
     "Network",
     "TrainingResult",
+    "Systolic",
     "Transformer",
     "DecodeSession",
     "gpu_available",
@@ -254,6 +255,50 @@ class Network:
         mode: str,
         seed: int,
         shuffle: bool,
+        on_epoch: Callable[[int, float, float], Any],
+    ) -> TrainingResult: ...
+
+@final
+class Systolic:
+    def __new__(cls, net: Network, history: int = 0, mode: str = "parallel") -> Systolic: ...
+    def set_input(self, x: npt.ArrayLike) -> None: ...
+    def step(self, cycles: int = 1) -> None: ...
+    def output(self) -> Optional[npt.NDArray[np.float32]]: ...
+    def state(self, z: int, y: int, x: int, l: int) -> Optional[npt.NDArray[np.float32]]: ...
+    def last_input(self, z: int, y: int, x: int, l: int) -> Optional[npt.NDArray[np.float32]]: ...
+    def states(self) -> dict[tuple[int, int, int, int], npt.NDArray[np.float32]]: ...
+    def reset(self) -> None: ...
+    @property
+    def cycle(self) -> int: ...
+    @property
+    def history_size(self) -> int: ...
+    def capture(self, cycles: int) -> None: ...
+    @property
+    def captured_cycles(self) -> list[int]: ...
+    @property
+    def output_coord(self) -> tuple[int, int, int, int]: ...
+    def history(
+        self, z: int, y: int, x: int, l: int
+    ) -> list[tuple[int, Optional[npt.NDArray[np.float32]], npt.NDArray[np.float32]]]: ...
+    def backward(
+        self, values: npt.ArrayLike, loss: Optional[str] = None, cycles: Optional[Sequence[int]] = None
+    ) -> tuple[float, list[npt.NDArray[np.float32]]]: ...
+    def train_bptt(
+        self,
+        inputs: npt.ArrayLike,
+        targets: npt.ArrayLike,
+        target_steps: Optional[Sequence[int]],
+        epochs: int,
+        lr: float,
+        loss: str,
+        optimizer: str,
+        momentum: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        weight_decay: Optional[float],
+        clip_norm: Optional[float],
+        reset: bool,
         on_epoch: Callable[[int, float, float], Any],
     ) -> TrainingResult: ...
 

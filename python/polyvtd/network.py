@@ -95,7 +95,8 @@ class VolumetricNetwork:
 
     def set_link(self, z: int, y: int, x: int, l: int, target: Optional[tuple]) -> None:
         """Remote link: the layer at (z, y, x, l) reads the output of the layer at ``target``
-        (an earlier coordinate) instead of the previous layer's; a Residual adds it as its skip.
+        instead of the previous layer's; a Residual adds it as its skip. A target at or after
+        (z, y, x, l) is a feedback loop: ``forward`` refuses it, ``pv.Systolic`` runs it.
         ``None`` removes the link."""
         self._net.set_link(z, y, x, l, None if target is None else tuple(int(v) for v in target))
 

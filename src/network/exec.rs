@@ -49,8 +49,11 @@ pub fn plan(net: &VolumetricNetwork, input_shape: &[usize]) -> Result<Vec<Planne
         }
         let linked = match slot.link {
             None => None,
-            Some(t) => Some(*output_at.get(&t).ok_or_else(|| {
-                Error::Spec(format!("layer at {c}: remote link target {t} is empty or does not come before it in traversal order"))
+            Some(t) => Some(*output_at.get(&t).ok_or_else(|| match net.slot(t) {
+                Ok(Some(_)) => Error::Spec(format!(
+                    "layer at {c}: remote link target {t} does not come before it in traversal order: a feedback loop, which only the systolic mesh (Systolic) runs"
+                )),
+                _ => Error::Spec(format!("layer at {c}: remote link target {t} is an empty slot")),
             })?),
         };
         let (input, skip) = if is_residual(&slot.layer) {
@@ -85,7 +88,7 @@ pub fn plan(net: &VolumetricNetwork, input_shape: &[usize]) -> Result<Vec<Planne
 }
 
 /// Add `suffix` to an error's message.
-fn append(e: Error, suffix: &str) -> Error {
+pub fn append(e: Error, suffix: &str) -> Error {
     match e {
         Error::Shape(m) => Error::Shape(m + suffix),
         Error::Spec(m) => Error::Spec(m + suffix),

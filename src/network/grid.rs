@@ -95,18 +95,13 @@ impl VolumetricNetwork {
         }
     }
 
-    /// Make the layer at `c` read from `target` (None removes the link). The target must come
-    /// earlier in traversal order: the grid forward is one pass (feedback loops are the
-    /// systolic mesh's business).
+    /// Make the layer at `c` read from `target` (None removes the link). A target that comes
+    /// earlier in traversal order is a skip the one-pass forward follows; a target at or after
+    /// `c` is a feedback loop, which only the systolic mesh runs (the forward refuses it).
     pub fn set_link(&mut self, c: Coord, target: Option<Coord>) -> Result<()> {
         let i = self.index(c)?;
         if let Some(t) = target {
-            let ti = self.index(t).map_err(|e| Error::Spec(format!("remote link of the layer at {c}: {e}")))?;
-            if ti >= i {
-                return Err(Error::Spec(format!(
-                    "remote link of the layer at {c} targets {t}, which does not come before it in traversal order (z, y, x, l)"
-                )));
-            }
+            self.index(t).map_err(|e| Error::Spec(format!("remote link of the layer at {c}: {e}")))?;
         }
         match &mut self.slots[i] {
             Some(slot) => {
@@ -115,6 +110,13 @@ impl VolumetricNetwork {
             }
             None => Err(Error::Spec(format!("no layer at {c}"))),
         }
+    }
+
+    /// Whether some layer links to itself or to a later coordinate (a loop across clock cycles).
+    pub fn has_feedback(&self) -> bool {
+        self.slots.iter().enumerate().any(|(i, s)| {
+            s.as_ref().and_then(|s| s.link).is_some_and(|t| self.index(t).is_ok_and(|ti| ti >= i))
+        })
     }
 
     /// Occupied slots in traversal (flat index) order, disabled ones included.

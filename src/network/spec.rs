@@ -40,8 +40,9 @@ pub fn from_value(spec: &Value, seed: u64, codec: Codec) -> Result<VolumetricNet
     for (coord, target) in links {
         net.set_link(coord, Some(target))?;
     }
-    if let Some(shape) = exec::expected_input_shape(&net) {
-        // A spec whose widths do not chain is a spec error, whatever input it would get.
+    // A spec whose widths do not chain is a spec error, whatever input it would get (a grid
+    // with feedback links has no one-pass plan: the systolic mesh checks it as it runs).
+    if let Some(shape) = exec::expected_input_shape(&net).filter(|_| !net.has_feedback()) {
         exec::plan(&net, &shape).map_err(|e| match e {
             Error::Shape(m) => Error::Spec(m),
             other => other,

@@ -335,4 +335,9 @@ impl PyNetwork {
     pub fn wrap(net: VolumetricNetwork) -> PyNetwork {
         PyNetwork { inner: RwLock::new(net) }
     }
+
+    /// The grid, for the bindings that run over it (the systolic mesh).
+    pub fn grid(&self) -> &RwLock<VolumetricNetwork> {
+        &self.inner
+    }
 }

@@ -46,7 +46,7 @@ pub struct EpochReport {
 
 /// Σ v² in 16 f32 lanes per 4096-element chunk, chunks summed in f64: vectorises, and a NaN
 /// or ±Inf anywhere makes the result non-finite.
-fn sum_of_squares(values: &[f32]) -> f64 {
+pub(crate) fn sum_of_squares(values: &[f32]) -> f64 {
     values
         .chunks(4096)
         .map(|chunk| {
@@ -63,7 +63,7 @@ fn sum_of_squares(values: &[f32]) -> f64 {
         .sum()
 }
 
-fn snapshot(params: &[Param], into: &mut Vec<Vec<f32>>) -> Result<()> {
+pub(crate) fn snapshot(params: &[Param], into: &mut Vec<Vec<f32>>) -> Result<()> {
     into.resize(params.len(), Vec::new());
     for (p, buf) in params.iter().zip(into.iter_mut()) {
         let store = p.read().unwrap();
@@ -73,7 +73,7 @@ fn snapshot(params: &[Param], into: &mut Vec<Vec<f32>>) -> Result<()> {
     Ok(())
 }
 
-fn restore(params: &[Param], from: &[Vec<f32>]) -> Result<()> {
+pub(crate) fn restore(params: &[Param], from: &[Vec<f32>]) -> Result<()> {
     for (p, values) in params.iter().zip(from) {
         p.write().unwrap().set_master(values.clone())?;
     }
