@@ -220,7 +220,7 @@ impl PySystolic {
             .detach(|| {
                 guarded(|| {
                     let cycles = target_cycles(&mesh, &net, &values_shape, cycles)?;
-                    if data.len() % cycles.len() != 0 {
+                    if !data.len().is_multiple_of(cycles.len()) {
                         return Err(Error::Shape(format!("{} values do not split over {} cycles", data.len(), cycles.len())));
                     }
                     let per = data.len() / cycles.len();

@@ -13,6 +13,9 @@ use crate::network::{exec, VolumetricNetwork};
 use crate::train::Loss;
 use std::collections::BTreeMap;
 
+/// Gradients on the output cell's output, each for one captured cycle.
+pub type CycleGrads = Vec<(u64, Vec<f32>)>;
+
 fn add_into(slot: &mut Option<Vec<f32>>, g: Vec<f32>) {
     match slot {
         Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
@@ -65,7 +68,7 @@ impl Systolic {
 
     /// `loss` between the output after each captured cycle and its target, averaged over the
     /// cycles, and its gradient on each of those outputs. Targets are shaped like the output.
-    pub fn cycle_loss(&self, net: &VolumetricNetwork, targets: &[(u64, &[f32])], loss: Loss) -> Result<(f64, Vec<(u64, Vec<f32>)>)> {
+    pub fn cycle_loss(&self, net: &VolumetricNetwork, targets: &[(u64, &[f32])], loss: Loss) -> Result<(f64, CycleGrads)> {
         if targets.is_empty() {
             return Err(Error::Value("no target cycles: give at least one target".into()));
         }
@@ -94,7 +97,7 @@ impl Systolic {
     /// Gradients of Σ_c ⟨y_c, g_c⟩ over (cycle c, g_c) pairs, y_c the output cell's output after
     /// captured cycle c, with respect to every tensor the captured cells used. A tensor used by
     /// several cells or cycles appears once per use; `sum_gradients` adds them up.
-    pub fn backward(&self, net: &VolumetricNetwork, output_grads: Vec<(u64, Vec<f32>)>, schedule: Schedule) -> Result<Vec<(Param, Vec<f32>)>> {
+    pub fn backward(&self, net: &VolumetricNetwork, output_grads: CycleGrads, schedule: Schedule) -> Result<Vec<(Param, Vec<f32>)>> {
         let out = Self::output_index(net)?;
         let mut injected: BTreeMap<u64, Option<Vec<f32>>> = BTreeMap::new();
         for (cycle, g) in output_grads {

@@ -1,6 +1,7 @@
 //! Unit tests of the mesh: cycle timing, bounded history, BPTT against finite differences of
 //! the mesh's own forward (the NumPy-referenced tests are in tests/test_systolic.py).
 
+use super::bptt::CycleGrads;
 use super::Systolic;
 use crate::activation::Activation;
 use crate::codec::Codec;
@@ -34,7 +35,7 @@ fn inputs(cycles: usize) -> Vec<Vec<f32>> {
 }
 
 /// The mean squared output over the last two cycles, with the mesh capturing `cycles`.
-fn run(net: &VolumetricNetwork, xs: &[Vec<f32>]) -> (Systolic, f64, Vec<(u64, Vec<f32>)>) {
+fn run(net: &VolumetricNetwork, xs: &[Vec<f32>]) -> (Systolic, f64, CycleGrads) {
     let mut mesh = Systolic::new(net, xs.len());
     for x in xs {
         mesh.set_input(x.clone(), 2, &[2]).unwrap();

@@ -69,7 +69,7 @@ impl Episode<'_> {
                 return Err(Error::Value(format!("target step {s} is given twice")));
             }
         }
-        if self.targets.len() % self.target_steps.len() != 0 {
+        if !self.targets.len().is_multiple_of(self.target_steps.len()) {
             return Err(Error::Shape(format!(
                 "targets have {} values, not a multiple of the {} target steps",
                 self.targets.len(),
