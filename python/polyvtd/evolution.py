@@ -35,7 +35,9 @@ class NEATConfig:
     Structural mutations happen only where the network still runs on ``input_shape`` (default:
     the network's own) and keeps its output shape. ``default_num_heads`` (lowered until it divides
     the width), ``default_in_channels`` (for flat inputs), ``default_kernel_size`` (odd) and
-    ``default_num_clusters`` size new attention, convolution and KMeans layers."""
+    ``default_num_clusters`` size new attention, convolution and KMeans layers. ``token_vocab``:
+    the network input is token ids below this bound, so the slot reading it may become an
+    Embedding with that many rows (None: no Embedding is created)."""
 
     weight_perturb_rate: float = 0.8
     weight_perturb_scale: float = 0.05
@@ -50,6 +52,7 @@ class NEATConfig:
     default_kernel_size: int = 3
     default_num_clusters: int = 8
     input_shape: Optional[Sequence[int]] = None
+    token_vocab: Optional[int] = None
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -77,8 +80,9 @@ def _config(config: ConfigLike) -> NEATConfig:
 
 
 def _config_json(config: ConfigLike) -> str:
+    checked = _config(config)
     try:
-        return json.dumps(_config(config).to_dict())
+        return json.dumps(checked.to_dict())
     except (TypeError, ValueError) as exc:
         raise InputError(f"NEAT config cannot be read: {exc}") from None
 

@@ -114,6 +114,9 @@ pub struct NeatConfig {
     /// The input sample shape structural mutations keep the network valid for (None: the
     /// network's own input shape).
     pub input_shape: Option<Vec<usize>>,
+    /// The network input is token ids below this bound: a slot reading the input may become an
+    /// Embedding of this many rows (None: no Embedding is created).
+    pub token_vocab: Option<usize>,
     pub seed: u64,
 }
 
@@ -134,6 +137,7 @@ impl Default for NeatConfig {
             default_kernel_size: 3,
             default_num_clusters: 8,
             input_shape: None,
+            token_vocab: None,
             seed: 0,
         }
     }
@@ -180,13 +184,14 @@ impl NeatConfig {
                         .map(|t| t.as_str().ok_or_else(|| field_err(name, format!("must hold type names, got {t}"))).and_then(NodeType::parse))
                         .collect::<Result<_>>()?;
                 }
+                "token_vocab" => c.token_vocab = Some(positive(name, v)?),
                 "input_shape" => {
                     let list = v.as_array().ok_or_else(|| field_err(name, format!("must be a list of sizes, got {v}")))?;
                     c.input_shape = Some(list.iter().map(|s| positive(name, s)).collect::<Result<_>>()?);
                 }
                 _ => {
                     let mut known: Vec<&str> = RATES.iter().chain(&SIZES).copied().collect();
-                    known.extend(["allowed_layer_types", "input_shape", "seed"]);
+                    known.extend(["allowed_layer_types", "input_shape", "token_vocab", "seed"]);
                     return Err(Error::Value(format!("unknown NEAT config field {name:?}; known fields: {}", known.join(", "))));
                 }
             }

@@ -131,7 +131,7 @@ fn with_activation(layer: &Layer, activation: Activation) -> Option<Layer> {
 
 /// What slot `c` reads and hands on when it runs (enabled), or None when enabling it breaks
 /// the network.
-fn slot_frame(net: &VolumetricNetwork, c: Coord, frame: &Frame) -> Option<SlotFrame> {
+fn slot_frame(net: &VolumetricNetwork, c: Coord, frame: &Frame, token_vocab: Option<usize>) -> Option<SlotFrame> {
     let mut trial = net.clone();
     trial.set_disabled(c, false).ok()?;
     if !frame.holds(&trial) {
@@ -143,12 +143,7 @@ fn slot_frame(net: &VolumetricNetwork, c: Coord, frame: &Frame) -> Option<SlotFr
         Source::Input => frame.input.clone(),
         Source::Step(i) => steps[i].shape.clone(),
     };
-    // The network takes token ids when its first layer is an Embedding; a slot reading the
-    // network input then reads them too.
-    let token_vocab = match (step.input, net.occupied().next().map(|(_, s)| &*s.layer)) {
-        (Source::Input, Some(Layer::Embedding(e))) => Some(e.vocab_size),
-        _ => None,
-    };
+    let token_vocab = if step.input == Source::Input { token_vocab } else { None };
     Some(SlotFrame { input, output: step.shape.clone(), token_vocab })
 }
 
@@ -160,7 +155,7 @@ fn replace_node(net: &mut VolumetricNetwork, c: Coord, cfg: &NeatConfig, frame: 
     let mut kinds: Vec<NodeType> = cfg.allowed_layer_types.iter().copied().filter(|&k| Some(k) != current).collect();
     rng.shuffle(&mut kinds);
     let seed = rng.next_u64();
-    let Some(slot) = slot_frame(net, c, frame) else { return Ok(()) };
+    let Some(slot) = slot_frame(net, c, frame, cfg.token_vocab) else { return Ok(()) };
     let codec = old.params().first().map_or(Codec::Standard, |p| p.read().unwrap().codec());
     for kind in kinds {
         let Some(layer) = nodes::build(kind, &slot, &old, cfg, seed, codec) else { continue };

@@ -11,8 +11,8 @@ use crate::layers::spec::{layer_from_value, Build};
 use crate::layers::{Layer, Shape};
 use serde_json::{json, Map, Value};
 
-/// What the replaced slot reads and hands on, and whether it reads token ids (the network
-/// input of a network that starts with an Embedding of `vocab` rows).
+/// What the replaced slot reads and hands on, and the vocabulary of the token ids it reads (when
+/// it reads the network input and the config says the input is token ids).
 pub struct SlotFrame {
     pub input: Shape,
     pub output: Shape,
