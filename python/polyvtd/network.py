@@ -258,7 +258,9 @@ class VolumetricNetwork:
         """Call ``callback(event)`` after every grid layer's forward (its output) and backward (the
         gradient of its output); ``values=True`` adds the tensor to each event. Returns a handle
         for ``remove_observer``. An exception in the callback stops the pass and is raised by the
-        call that ran it; the weights are left as they were before that step."""
+        call that ran it; the weights are left as they were before that step. Observers belong to
+        this object: ``copy()`` and other handles on the same layers (e.g. each ``pop.best``)
+        start without them."""
         return self._net.add_observer(callback, values)
 
     def remove_observer(self, handle: int) -> None:

@@ -219,7 +219,7 @@ impl NeatConfig {
                 return Err(field_err(name, "must be a positive integer, got 0"));
             }
         }
-        if self.default_kernel_size % 2 == 0 {
+        if self.default_kernel_size.is_multiple_of(2) {
             return Err(field_err("default_kernel_size", format!("must be odd (a new convolution keeps its input's size), got {}", self.default_kernel_size)));
         }
         if let Some(shape) = &self.input_shape {

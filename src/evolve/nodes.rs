@@ -34,7 +34,7 @@ fn factorize(m: usize, axes: usize) -> Vec<usize> {
         return vec![m];
     }
     let target = ((m as f64).powf(1.0 / axes as f64) + 1e-9).floor() as usize;
-    let first = (1..=target.max(1)).rev().find(|d| m % d == 0).unwrap_or(1);
+    let first = (1..=target.max(1)).rev().find(|&d| m.is_multiple_of(d)).unwrap_or(1);
     [vec![first], factorize(m / first, axes - 1)].concat()
 }
 
@@ -59,21 +59,21 @@ fn entry(kind: NodeType, frame: &SlotFrame, old: &Layer, cfg: &NeatConfig) -> Op
         NodeType::RmsNorm | NodeType::LayerNorm => json!({"type": kind.name(), "input_height": d_in}),
         NodeType::SwiGlu => json!({"type": "SwiGLU", "input_height": d_in, "output_height": 2 * d_in}),
         NodeType::Mha => {
-            let heads = (1..=cfg.default_num_heads.min(d_in)).rev().find(|h| d_in % h == 0)?;
+            let heads = (1..=cfg.default_num_heads.min(d_in)).rev().find(|&h| d_in.is_multiple_of(h))?;
             json!({"type": "MultiHeadAttention", "d_model": d_in, "num_heads": heads, "seq_length": n_in / d_in})
         }
         NodeType::Cnn1 | NodeType::Cnn2 | NodeType::Cnn3 | NodeType::ConvT1d | NodeType::ConvT2d | NodeType::ConvT3d => {
             let axes = kind.conv_axes();
             let (channels, spatial) = if input.len() == axes + 1 {
                 (input[0], input[1..].to_vec())
-            } else if n_in % cfg.default_in_channels == 0 {
+            } else if n_in.is_multiple_of(cfg.default_in_channels) {
                 (cfg.default_in_channels, factorize(n_in / cfg.default_in_channels, axes))
             } else {
                 return None;
             };
             // Stride 1 and padding k/2 keep every spatial size (k odd); the filters fill the output.
             let positions: usize = spatial.iter().product();
-            if n_out % positions != 0 {
+            if !n_out.is_multiple_of(positions) {
                 return None;
             }
             let mut m = Map::new();
@@ -96,7 +96,7 @@ fn entry(kind: NodeType, frame: &SlotFrame, old: &Layer, cfg: &NeatConfig) -> Op
         }
         NodeType::Embedding => {
             let vocab = frame.token_vocab?;
-            (n_out % n_in == 0).then_some(())?;
+            n_out.is_multiple_of(n_in).then_some(())?;
             json!({"type": "Embedding", "vocab_size": vocab, "embedding_dim": n_out / n_in, "activation": activation})
         }
         NodeType::KMeans => {

@@ -140,3 +140,42 @@ fn cross(ours: &[Param], theirs: &[Param], cfg: &SpliceConfig, similarity: f64, 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Codec;
+    use crate::layers::member::Member;
+    use crate::layers::parallel::Combine;
+    use crate::layers::{Dense, Parallel};
+    use std::sync::Arc;
+
+    fn net(seed: u64) -> VolumetricNetwork {
+        let dense = |s| Arc::new(Layer::Dense(Dense::new(3, 3, crate::activation::Activation::Tanh, true, s, Codec::Standard).unwrap()));
+        let mut net = VolumetricNetwork::new(1, 1, 1, 2).unwrap();
+        net.set_layer(Coord::ORIGIN, dense(seed)).unwrap();
+        let branches = vec![Member::Own(dense(seed + 1)), Member::Own(dense(seed + 2)), Member::Link(Coord::ORIGIN)];
+        net.set_layer(Coord { l: 1, ..Coord::ORIGIN }, Arc::new(Layer::Parallel(Parallel::new(branches, Combine::Add, None).unwrap()))).unwrap();
+        net
+    }
+
+    /// Quirk 32: no tensor of the child, container members included, is a parent's tensor or
+    /// reads a parent's master buffer.
+    #[test]
+    fn children_share_no_buffers_with_their_parents() {
+        let (a, b) = (net(1), net(10));
+        for mode in [Crossover::Blend, Crossover::Point, Crossover::Uniform] {
+            let (child, report) = splice(&a, &b, &SpliceConfig { mode, ..SpliceConfig::default() }).unwrap();
+            assert_eq!(report.spliced.len(), 2);
+            let parents: Vec<Param> = a.params().into_iter().chain(b.params()).collect();
+            assert_eq!(child.params().len(), 6);
+            for c in child.params() {
+                let master = c.read().unwrap().master().unwrap().as_ptr();
+                for p in &parents {
+                    assert!(!Arc::ptr_eq(&c, p));
+                    assert_ne!(master, p.read().unwrap().master().unwrap().as_ptr());
+                }
+            }
+        }
+    }
+}
