@@ -1,20 +1,25 @@
 //! polyvtd core: dtypes, codecs, weight stores, kernels, layers, the volumetric network, training,
-//! the systolic mesh, the GPU backend, model files, LLM inference. Dependencies point down this
-//! list (python → llm/systolic/train → network → layers → kernels/gpu → io → weights → codec →
-//! dtype/activation/error).
+//! target propagation, the systolic mesh, DNA/evolution, observers and introspection, the GPU
+//! backend, model files, LLM inference. Dependencies point down this list (python →
+//! llm/systolic/targetprop/train/evolve → dna/introspect → network → observe/layers →
+//! kernels/gpu → io → weights → codec → dtype/activation/error).
 
 pub mod activation;
 pub mod codec;
 pub mod coord;
+pub mod dna;
 pub mod dtype;
 pub mod error;
+pub mod evolve;
 pub mod gpu;
 pub mod heap;
+pub mod introspect;
 pub mod io;
 pub mod kernels;
 pub mod layers;
 pub mod llm;
 pub mod network;
+pub mod observe;
 pub mod rng;
 pub mod systolic;
 pub mod train;

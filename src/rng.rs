@@ -1,5 +1,6 @@
 //! A small seeded PRNG (SplitMix64) for reproducible weight initialisation and shuffling.
 
+#[derive(Debug, Clone)]
 pub struct Rng(u64);
 
 impl Rng {

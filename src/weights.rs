@@ -283,6 +283,11 @@ impl WeightStore {
             + self.versions.values().map(|p| p.bytes.len()).sum::<usize>()
     }
 
+    /// The packed versions held now: (dtype, bytes), in dtype order.
+    pub fn held_versions(&self) -> Vec<(DType, usize)> {
+        self.versions.iter().map(|(d, p)| (*d, p.bytes.len())).collect()
+    }
+
     /// What kernels read for the active dtype.
     pub fn view(&self) -> Result<WeightView<'_>> {
         if self.active == DType::Float32 {

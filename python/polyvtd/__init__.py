@@ -3,9 +3,16 @@ dtypes and are computed from their packed form, on the CPU (three schedules) or 
 
 from . import _core, layers, models
 from ._core import (
+    DNA,
     ChatTemplate,
+    DNAComparison,
     KVCache,
     Layer,
+    LayerEvent,
+    LayerSignature,
+    LayerStats,
+    LogicShift,
+    SpliceReport,
     StreamDecoder,
     Tokenizer,
     TrainingResult,
@@ -22,6 +29,8 @@ from ._core import (
 )
 from . import errors
 from .errors import *  # noqa: F403  (the exception classes; listed in errors.__all__)
+from .dna import compare_dna, splice
+from .evolution import NEATConfig, NEATPopulation, neat_mutate
 from .network import VolumetricNetwork
 from .systolic import Systolic
 from .transformer import Transformer
@@ -50,5 +59,17 @@ __all__ = [
     "use_gpu",
     "gpu_memory",
     "simd_level",
+    "DNA",
+    "LayerSignature",
+    "DNAComparison",
+    "LogicShift",
+    "SpliceReport",
+    "compare_dna",
+    "splice",
+    "NEATConfig",
+    "NEATPopulation",
+    "neat_mutate",
+    "LayerEvent",
+    "LayerStats",
     *errors.__all__,
 ]

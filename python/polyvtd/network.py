@@ -3,10 +3,11 @@ loading from dicts, JSON text or files, class-index targets, progress bars and n
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -247,6 +248,51 @@ class VolumetricNetwork:
         if t.ndim == 1 and list(out_shape) == [1]:
             t = t.reshape(-1, 1)
         return t
+
+    # --- DNA, observers, introspection -------------------------------------------------------
+    def dna(self) -> _core.DNA:
+        """The network's DNA: per occupied slot its coordinate, type, dtype and unit-length weight
+        vector (``pv.compare_dna`` compares two)."""
+        return self._net.dna()
+
+    def add_observer(self, callback: Callable[[_core.LayerEvent], Any], *, values: bool = False) -> int:
+        """Call ``callback(event)`` after every grid layer's forward (its output) and backward (the
+        gradient of its output); ``values=True`` adds the tensor to each event. Returns a handle
+        for ``remove_observer``. An exception in the callback stops the pass and is raised by the
+        call that ran it; the weights are left as they were before that step. Observers belong to
+        this object: ``copy()`` and other handles on the same layers (e.g. each ``pop.best``)
+        start without them."""
+        return self._net.add_observer(callback, values)
+
+    def remove_observer(self, handle: int) -> None:
+        self._net.remove_observer(handle)
+
+    @property
+    def observers(self) -> list:
+        """Handles of the registered observers."""
+        return self._net.observers
+
+    @contextlib.contextmanager
+    def observe(self, callback: Callable[[_core.LayerEvent], Any], *, values: bool = False) -> Iterator[int]:
+        """``with net.observe(fn): ...`` registers ``fn`` for the block only."""
+        handle = self.add_observer(callback, values=values)
+        try:
+            yield handle
+        finally:
+            self.remove_observer(handle)
+
+    def blueprint(self, input_shape=None) -> dict:
+        """Structure per coordinate: type, activation, dtype, exact parameter count, bytes, the
+        sample shapes it reads and produces (for ``input_shape``, default the network's own),
+        disabled flag, remote link, and for containers their branches/stages nested; plus totals."""
+        shape = None if input_shape is None else [int(v) for v in input_shape]
+        return json.loads(self._net.blueprint_json(shape))
+
+    def memory_report(self) -> dict:
+        """Weight memory per dtype: tensors computing in it (count, values, bytes of that form) and
+        bytes held in it (float32: the FP32 masters; others: packed versions); plus totals
+        (``total_bytes == memory_bytes``)."""
+        return json.loads(self._net.memory_report_json())
 
     # --- display ----------------------------------------------------------------------------
     def _rows(self):

@@ -4,12 +4,14 @@
 //! layer's output, or a remote link target's output) and, for a Residual, its skip (the input the
 //! previous layer received, or the remote link target's output). Inference and the training
 //! forward run the plan; the backward walks it in reverse and routes each input gradient back to
-//! the tensor it came from, so remote links and residuals train end to end.
+//! the tensor it came from, so remote links and residuals train end to end. The network's
+//! observers (observe.rs) see each step's output and, in the backward, its output gradient.
 
 use super::{Coord, VolumetricNetwork};
 use crate::error::{Error, Result};
 use crate::kernels::Schedule;
 use crate::layers::{Ctx, Device, Grads, Input, Layer, Param, Saved, Shape};
+use crate::observe::{LayerEvent, Pass};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -85,6 +87,17 @@ pub fn plan(net: &VolumetricNetwork, input_shape: &[usize]) -> Result<Vec<Planne
         steps.push(PlannedStep { coord: c, layer: slot.layer.clone(), input, skip, shape });
     }
     Ok(steps)
+}
+
+/// Tell the network's observers about `step`'s output (forward) or output gradient (backward).
+/// Unobserved networks return at the emptiness check.
+#[inline]
+fn observe(net: &VolumetricNetwork, pass: Pass, step: &PlannedStep, values: &[f32], batch: usize) -> Result<()> {
+    if net.observers().is_empty() {
+        return Ok(());
+    }
+    let event = LayerEvent { pass, coord: step.coord, layer_type: step.layer.type_name(), values, batch, shape: &step.shape };
+    net.observers().notify(&event)
 }
 
 /// Add `suffix` to an error's message.
@@ -165,6 +178,7 @@ pub fn infer(net: &VolumetricNetwork, x: &[f32], batch: usize, shape: &[usize], 
     for (j, step) in steps.iter().enumerate() {
         let input = input_for(step, x, shape, batch, |i| &outputs[i][..], &steps);
         let y = step.layer.infer(input, &ctx).map_err(|e| at(step.coord, &step.layer, e))?;
+        observe(net, Pass::Forward, step, &y, batch)?;
         outputs.push(y);
         freed[j].iter().for_each(|&i| outputs[i] = Vec::new());
     }
@@ -198,6 +212,7 @@ pub fn forward_train(net: &VolumetricNetwork, x: &[f32], batch: usize, shape: &[
     for step in &steps {
         let input = input_for(step, x, shape, batch, |i| &saved[i].post[..], &steps);
         let s = step.layer.forward_train(input, &ctx).map_err(|e| at(step.coord, &step.layer, e))?;
+        observe(net, Pass::Forward, step, &s.post, batch)?;
         saved.push(s);
     }
     Ok(Trace { steps, saved, input_shape: shape.to_vec(), batch })
@@ -235,6 +250,7 @@ pub fn backward(net: &VolumetricNetwork, trace: &Trace, x: &[f32], grad_out: Vec
         let wants_input = need_input || step.input != Source::Input;
         let Grads { input: gi, skip, params } =
             step.layer.backward(input, &trace.saved[i], &g, &ctx, wants_input).map_err(|e| at(step.coord, &step.layer, e))?;
+        observe(net, Pass::Backward, step, &g, trace.batch)?;
         param_grads.extend(params);
         if wants_input && !gi.is_empty() {
             deposit(&mut grads, &mut input_grad, step.input, gi);

@@ -5,6 +5,7 @@
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::layers::{Layer, Links, Param};
+use crate::observe::{Observer, Observers};
 use std::sync::Arc;
 
 pub use crate::coord::Coord;
@@ -28,6 +29,9 @@ pub struct VolumetricNetwork {
     pub cols: usize,
     pub layers_per_cell: usize,
     slots: Vec<Option<Slot>>,
+    /// Called after each grid layer's forward and backward (a plain clone shares them; a deep
+    /// clone starts without any).
+    observers: Observers,
 }
 
 impl VolumetricNetwork {
@@ -43,7 +47,7 @@ impl VolumetricNetwork {
             .and_then(|v| v.checked_mul(layers_per_cell))
             .filter(|&t| t <= MAX_SLOTS)
             .ok_or_else(|| Error::Spec(format!("grid {depth}×{rows}×{cols}×{layers_per_cell} has more than {MAX_SLOTS} slots")))?;
-        Ok(VolumetricNetwork { depth, rows, cols, layers_per_cell, slots: vec![None; total] })
+        Ok(VolumetricNetwork { depth, rows, cols, layers_per_cell, slots: vec![None; total], observers: Observers::default() })
     }
 
     /// Flat index of a coordinate; each component is checked against its own dimension.
@@ -157,14 +161,28 @@ impl VolumetricNetwork {
         Ok(())
     }
 
-    /// A copy with fresh weight buffers (no sharing with `self`).
+    /// A copy with fresh weight buffers (no sharing with `self`) and no observers.
     pub fn deep_clone(&self) -> VolumetricNetwork {
         let slots = self
             .slots
             .iter()
             .map(|s| s.as_ref().map(|s| Slot { layer: Arc::new(s.layer.deep_clone()), ..s.clone() }))
             .collect();
-        VolumetricNetwork { slots, ..*self }
+        VolumetricNetwork { slots, observers: Observers::default(), ..*self }
+    }
+
+    pub fn observers(&self) -> &Observers {
+        &self.observers
+    }
+
+    /// Register an observer of every grid layer's forward and backward; returns its handle.
+    pub fn add_observer(&mut self, observer: Arc<dyn Observer>) -> u64 {
+        self.observers.add(observer)
+    }
+
+    /// Unregister an observer; false when no observer has this handle.
+    pub fn remove_observer(&mut self, handle: u64) -> bool {
+        self.observers.remove(handle)
     }
 }
 

@@ -2,13 +2,16 @@
 //! errors.rs maps core errors to the exception classes defined in python/polyvtd/errors.py.
 
 mod arrays;
+mod dna;
 mod errors;
+mod evolution;
 mod gguf;
 mod gpu;
 mod kv_cache;
 mod layer;
 mod network;
 mod systolic;
+mod observer;
 mod transformer;
 mod tokenizer;
 mod weights;
@@ -51,5 +54,16 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gguf::gguf_info, m)?)?;
     m.add_function(wrap_pyfunction!(arrays::borrowed_data_ptr, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
+    m.add_class::<dna::PyDna>()?;
+    m.add_class::<dna::PyLayerSignature>()?;
+    m.add_class::<dna::PyDnaComparison>()?;
+    m.add_class::<dna::PyLogicShift>()?;
+    m.add_class::<dna::PySpliceReport>()?;
+    m.add_function(wrap_pyfunction!(dna::compare_dna, m)?)?;
+    m.add_function(wrap_pyfunction!(dna::splice, m)?)?;
+    m.add_class::<evolution::PyPopulation>()?;
+    m.add_function(wrap_pyfunction!(evolution::neat_mutate, m)?)?;
+    m.add_class::<observer::PyLayerEvent>()?;
+    m.add_class::<observer::PyLayerStats>()?;
     Ok(())
 }

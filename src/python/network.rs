@@ -3,7 +3,9 @@
 
 use super::arrays::{batch, batched, check_finite, contiguous_f32, forward_args, to_numpy, ForwardArgs};
 use super::errors::{guarded, to_py, IntoPyResult};
+use super::dna::PyDna;
 use super::layer::{describe, zero_filled, PyLayer};
+use super::observer::{self, CallbackError};
 use super::weights::PyWeightStore;
 use crate::layers::sum_gradients;
 use crate::codec::Codec;
@@ -11,6 +13,7 @@ use crate::dtype::DType;
 use crate::error::Error;
 use crate::kernels::Schedule;
 use crate::network::{exec, spec, Coord, VolumetricNetwork};
+use crate::introspect;
 use crate::train::{self, Loss, LrSchedule, OptimConfig, OptimizerKind, TrainConfig};
 use numpy::PyArrayDyn;
 use pyo3::prelude::*;
@@ -18,7 +21,9 @@ use std::sync::RwLock;
 
 #[pyclass(name = "Network", module = "polyvtd._core", frozen)]
 pub struct PyNetwork {
-    inner: RwLock<VolumetricNetwork>,
+    pub inner: RwLock<VolumetricNetwork>,
+    /// An exception an observer raised during the running pass (raised once the pass returns).
+    pub callback_error: CallbackError,
 }
 
 fn coord(z: usize, y: usize, x: usize, l: usize) -> Coord {
@@ -57,7 +62,7 @@ impl PyTrainingResult {
 impl PyNetwork {
     #[new]
     fn new(depth: usize, rows: usize, cols: usize, layers_per_cell: usize) -> PyResult<Self> {
-        Ok(PyNetwork { inner: RwLock::new(VolumetricNetwork::new(depth, rows, cols, layers_per_cell).py()?) })
+        Ok(PyNetwork::wrap(VolumetricNetwork::new(depth, rows, cols, layers_per_cell).py()?))
     }
 
     /// Build from the reference's build JSON text.
@@ -67,7 +72,7 @@ impl PyNetwork {
         let codec = Codec::parse(compat).py()?;
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| to_py(Error::Spec(format!("network spec is not valid JSON: {e}"))))?;
-        Ok(PyNetwork { inner: RwLock::new(spec::from_value(&value, seed, codec).py()?) })
+        Ok(PyNetwork::wrap(spec::from_value(&value, seed, codec).py()?))
     }
 
     #[pyo3(signature = (indent = None))]
@@ -154,7 +159,8 @@ impl PyNetwork {
         let x = contiguous_f32(x, "input")?;
         let ForwardArgs { data, batch, shape, schedule, device } = forward_args(&x, mode, device).py()?;
         let net = self.inner.read().unwrap();
-        let (y, out_shape) = py.detach(|| guarded(|| exec::infer(&net, data, batch, &shape, schedule, device))).py()?;
+        self.callback_error.lock().unwrap().take();
+        let (y, out_shape) = self.raised(py.detach(|| guarded(|| exec::infer(&net, data, batch, &shape, schedule, device))))?;
         to_numpy(py, y, &batched(batch, &out_shape))
     }
 
@@ -173,8 +179,8 @@ impl PyNetwork {
         let (grad, grad_n, grad_shape) = batch(&grad_out, "grad_out").py()?;
         let net = self.inner.read().unwrap();
         let params = net.params();
-        let (input_grad, grads) = py
-            .detach(|| {
+        self.callback_error.lock().unwrap().take();
+        let (input_grad, grads) = self.raised(py.detach(|| {
                 guarded(|| {
                     let trace = exec::forward_train(&net, data, n, &shape, schedule)?;
                     let out_shape = trace.output_shape();
@@ -188,8 +194,7 @@ impl PyNetwork {
                     let (pairs, input_grad) = exec::backward(&net, &trace, data, grad.to_vec(), schedule, true)?;
                     Ok((input_grad, zero_filled(&params, sum_gradients(&params, pairs)?)))
                 })
-            })
-            .py()?;
+            }))?;
         let shapes: Vec<Vec<usize>> = params.iter().map(|p| p.read().unwrap().shape().to_vec()).collect();
         let grads = grads.into_iter().zip(shapes).map(|(g, s)| to_numpy(py, g, &s)).collect::<PyResult<Vec<_>>>()?;
         Ok((to_numpy(py, input_grad, &batched(n, &shape))?, grads))
@@ -211,9 +216,42 @@ impl PyNetwork {
         self.inner.read().unwrap().memory_bytes()
     }
 
-    /// A copy with its own weight buffers.
+    /// A copy with its own weight buffers (observers are not copied).
     fn deep_copy(&self) -> PyNetwork {
-        PyNetwork { inner: RwLock::new(self.inner.read().unwrap().deep_clone()) }
+        PyNetwork::wrap(self.inner.read().unwrap().deep_clone())
+    }
+
+    /// The network's DNA: one signature per occupied slot.
+    fn dna(&self, py: Python<'_>) -> PyResult<PyDna> {
+        PyDna::of(py, self)
+    }
+
+    /// Structure, shapes (for samples of `input_shape`, default the network's own) and exact
+    /// parameter counts per coordinate, containers nested, as JSON text.
+    #[pyo3(signature = (input_shape = None))]
+    fn blueprint_json(&self, input_shape: Option<Vec<usize>>) -> String {
+        introspect::blueprint(&self.inner.read().unwrap(), input_shape.as_deref()).to_string()
+    }
+
+    /// Weight memory per dtype (masters and packed versions) as JSON text.
+    fn memory_report_json(&self) -> String {
+        introspect::memory_report(&self.inner.read().unwrap()).to_string()
+    }
+
+    /// Call `callback(event)` after every grid layer's forward and backward; returns a handle.
+    #[pyo3(signature = (callback, values = false))]
+    fn add_observer(&self, callback: &Bound<'_, PyAny>, values: bool) -> PyResult<u64> {
+        observer::add(self, callback, values)
+    }
+
+    fn remove_observer(&self, handle: u64) -> PyResult<()> {
+        observer::remove(self, handle)
+    }
+
+    /// Handles of the registered observers, in calling order.
+    #[getter]
+    fn observers(&self) -> Vec<u64> {
+        self.inner.read().unwrap().observers().handles()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -298,6 +336,7 @@ impl PyNetwork {
             ))));
         }
         let mut callback_error: Option<PyErr> = None;
+        self.callback_error.lock().unwrap().take();
         let result = py.detach(|| {
             guarded(|| {
                 let mut report = |r: &train::EpochReport| {
@@ -318,7 +357,7 @@ impl PyNetwork {
         if let Some(err) = callback_error {
             return Err(err);
         }
-        let r = result.py()?;
+        let r = self.raised(result)?;
         Ok(PyTrainingResult {
             loss_history: r.loss_history,
             epoch_times: r.epoch_times,
@@ -333,7 +372,15 @@ impl PyNetwork {
     /// A Python handle on `net` (its layers, and so their weights, stay shared with whoever
     /// else holds them, e.g. a Transformer).
     pub fn wrap(net: VolumetricNetwork) -> PyNetwork {
-        PyNetwork { inner: RwLock::new(net) }
+        PyNetwork { inner: RwLock::new(net), callback_error: CallbackError::default() }
+    }
+
+    /// The exception an observer raised during the pass that produced `result`, if any.
+    fn raised<T>(&self, result: crate::error::Result<T>) -> PyResult<T> {
+        match self.callback_error.lock().unwrap().take() {
+            Some(err) => Err(err),
+            None => result.py(),
+        }
     }
 
     /// The grid, for the bindings that run over it (the systolic mesh).
