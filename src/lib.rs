@@ -1,6 +1,6 @@
 //! polyvtd core: dtypes, codecs, weight stores, kernels, layers, the volumetric network, training,
 //! the GPU backend, model files, LLM inference. Dependencies point down this list (python →
-//! llm/train → network → layers → kernels/gpu → io → weights → codec → dtype/activation/error).
+//! llm/train/targetprop → network → layers → kernels/gpu → io → weights → codec → dtype/activation/error).
 
 pub mod activation;
 pub mod codec;
@@ -15,6 +15,7 @@ pub mod layers;
 pub mod llm;
 pub mod network;
 pub mod rng;
+pub mod targetprop;
 pub mod train;
 pub mod weights;
 

@@ -8,6 +8,7 @@ mod gpu;
 mod kv_cache;
 mod layer;
 mod network;
+mod targetprop;
 mod transformer;
 mod tokenizer;
 mod weights;
@@ -33,6 +34,8 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<kv_cache::PyKvCache>()?;
     m.add_class::<network::PyNetwork>()?;
     m.add_class::<network::PyTrainingResult>()?;
+    m.add_class::<targetprop::PyTargetProp>()?;
+    m.add_class::<targetprop::PyTargetPropConfig>()?;
     m.add_class::<transformer::PyTransformer>()?;
     m.add_class::<transformer::PyDecodeSession>()?;
     m.add_class::<tokenizer::PyTokenizer>()?;

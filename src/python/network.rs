@@ -335,4 +335,9 @@ impl PyNetwork {
     pub fn wrap(net: VolumetricNetwork) -> PyNetwork {
         PyNetwork { inner: RwLock::new(net) }
     }
+
+    /// The grid, read-locked (for bindings that run passes over it).
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, VolumetricNetwork> {
+        self.inner.read().unwrap()
+    }
 }
