@@ -86,3 +86,73 @@ impl TargetProp {
         Ok(StepReport { loss, updates: usize::from(stopped.is_none()), stopped })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activation::Activation;
+    use crate::codec::Codec;
+    use crate::layers::{Dense, Layer};
+    use crate::network::exec;
+    use crate::targetprop::TargetPropConfig;
+    use std::sync::Arc;
+
+    /// Dense(4→5) → Dense(5→5) → Dense(5→3) reading the first layer's output by a remote link.
+    fn net() -> VolumetricNetwork {
+        let mut net = VolumetricNetwork::new(1, 1, 1, 3).unwrap();
+        let sizes = [(4, 5, Activation::Tanh), (5, 5, Activation::Tanh), (5, 3, Activation::Linear)];
+        for (l, (i, o, act)) in sizes.into_iter().enumerate() {
+            let dense = Dense::new(i, o, act, true, 7 + l as u64, Codec::Standard).unwrap();
+            net.set_layer(Coord { z: 0, y: 0, x: 0, l }, Arc::new(Layer::Dense(dense))).unwrap();
+        }
+        net.set_link(Coord { z: 0, y: 0, x: 0, l: 2 }, Some(Coord { z: 0, y: 0, x: 0, l: 0 })).unwrap();
+        net
+    }
+
+    fn masters(net: &VolumetricNetwork) -> Vec<Vec<f32>> {
+        net.params().iter().map(|p| p.read().unwrap().master().unwrap().to_vec()).collect()
+    }
+
+    #[test]
+    fn a_captured_cycle_updates_exactly_like_a_step() {
+        let (x, t) = ([0.5f32, -1.0, 0.25, 2.0], [0.3f32, -0.2, 0.9]);
+        for chain in [false, true] {
+            let config = TargetPropConfig { use_chain_rule: chain, momentum: 0.5, ..TargetPropConfig::DEFAULT };
+            let (stepped, cycled) = (net(), net());
+            let mut a = TargetProp::new(config).unwrap();
+            let report = a.step(&stepped, &x, 1, &[4], &t, Some(0.1), Schedule::Normal).unwrap();
+            let trace = exec::forward_train(&cycled, &x, 1, &[4], Schedule::Normal).unwrap();
+            let inputs: Vec<Vec<f32>> =
+                trace.steps.iter().map(|s| exec::input_for(s, &x, &[4], 1, |j| &trace.saved[j].post[..], &trace.steps).data.to_vec()).collect();
+            let cycle: Vec<CycleInput> = trace
+                .steps
+                .iter()
+                .zip(&inputs)
+                .map(|(s, input)| CycleInput { coord: s.coord, input, shape: if s.input == Source::Input { &[4] } else { &[5] }, skip: None, source: s.input, skip_source: None })
+                .collect();
+            let mut b = TargetProp::new(config).unwrap();
+            let cycled_report = b.apply_cycle(&cycled, 1, &cycle, &t, Some(0.1), Schedule::Normal).unwrap();
+            assert_eq!(report, cycled_report);
+            assert_eq!(masters(&stepped), masters(&cycled));
+            assert_ne!(masters(&stepped), masters(&net()));
+            // The middle layer's output is read by nobody: it gets no target.
+            assert_eq!(b.captures().len(), 2);
+        }
+    }
+
+    #[test]
+    fn feedback_sources_get_no_target() {
+        let net = net();
+        let x = [0.1f32; 5];
+        let cycle = [
+            CycleInput { coord: Coord { z: 0, y: 0, x: 0, l: 1 }, input: &x, shape: &[5], skip: None, source: Source::Step(1), skip_source: None },
+            CycleInput { coord: Coord { z: 0, y: 0, x: 0, l: 2 }, input: &x, shape: &[5], skip: None, source: Source::Step(0), skip_source: None },
+        ];
+        let mut tp = TargetProp::new(TargetPropConfig { use_chain_rule: false, ..TargetPropConfig::DEFAULT }).unwrap();
+        let report = tp.apply_cycle(&net, 1, &cycle, &[0.0; 3], None, Schedule::Normal).unwrap();
+        assert_eq!((report.updates, report.stopped), (1, None));
+        assert_eq!(tp.captures().len(), 2);
+        let bad = tp.apply_cycle(&net, 1, &cycle, &[0.0; 4], None, Schedule::Normal).unwrap_err();
+        assert!(bad.to_string().contains("target has 4 values"), "{bad}");
+    }
+}

@@ -13,13 +13,13 @@
 //!   step on ½‖output − target‖² (for a linear Dense: the reference's delta rule x·gap).
 //!   Containers split targets over their stages and branches; every member learns locally.
 //!
-//! Estimated targets are clamped to ±activation_clamp. (3) Link budgets: (cos(output, target)
-//! + 1)/2 per layer call; a call whose budget is below min_budget is gated (a dead or
-//! anti-aligned link learns nothing this step); others learn at
+//! Estimated targets are clamped to ±activation_clamp. (3) Link budgets: per layer call the
+//! budget (cos(output, target) + 1)/2; a call whose budget is below min_budget is gated (a
+//! dead or anti-aligned link learns nothing this step); others learn at the rate
 //! lr·(0.5 + 0.5·budget)·depth_scale_factor^k, k the call's distance from the output in grid
 //! steps. (4) The update: per tensor v = momentum·v + (1 − momentum)·Δ, W += v on the FP32
-//! master; morphed (quantised) tensors then re-morph to their dtype. A non-finite loss or weight
-//! stops the step with the last good weights.
+//! master; morphed (quantised) tensors then re-morph to their dtype. A non-finite loss or
+//! weight stops the step with the last good weights.
 //!
 //! Mesh entry point (for a clock-stepped systolic mesh learning online):
 //! `TargetProp::apply_cycle(net, batch, &[CycleInput], target, lr, schedule)` (mesh.rs). Give it,

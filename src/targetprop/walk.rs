@@ -88,6 +88,21 @@ pub fn rms_gap(actual: &[f32], target: &[f32]) -> f32 {
     (sum / actual.len().max(1) as f64).sqrt() as f32
 }
 
+/// Where a layer call sits: its grid coordinate, its path inside containers, and the depth
+/// scale of its top-level step.
+struct Site {
+    coord: Coord,
+    path: String,
+    depth_scale: f32,
+}
+
+impl Site {
+    fn child(&self, part: &str) -> Site {
+        let path = if self.path.is_empty() { part.to_string() } else { format!("{}/{part}", self.path) };
+        Site { path, ..*self }
+    }
+}
+
 struct Walker<'c> {
     config: &'c TargetPropConfig,
     lr: f32,
@@ -104,14 +119,14 @@ impl Walker<'_> {
     }
 
     /// Record a call's budget and gap; returns its learning rate (0 when gated).
-    fn record(&mut self, coord: Coord, path: &str, kind: &'static str, actual: &[f32], target: &[f32], depth_scale: f32) -> f32 {
+    fn record(&mut self, site: &Site, kind: &'static str, actual: &[f32], target: &[f32]) -> f32 {
         let b = budget(actual, target);
         let gated = b < self.config.min_budget;
-        self.pass.links.push(Link { coord, path: path.to_string(), kind, budget: b, gap: rms_gap(actual, target), gated });
+        self.pass.links.push(Link { coord: site.coord, path: site.path.clone(), kind, budget: b, gap: rms_gap(actual, target), gated });
         if gated {
             0.0
         } else {
-            self.lr * (0.5 + 0.5 * b) * depth_scale
+            self.lr * (0.5 + 0.5 * b) * site.depth_scale
         }
     }
 
@@ -131,12 +146,12 @@ impl Walker<'_> {
     /// Target mode: the call of `layer` on `x` (record `saved`) should move its output by
     /// `gap`. Leaves record a link and take a local step on ½‖y − target‖²; containers split
     /// the gap over their members.
-    fn visit(&mut self, layer: &Arc<Layer>, x: Input, saved: &Saved, gap: Vec<f32>, coord: Coord, path: &str, depth_scale: f32) -> Result<Back> {
+    fn visit(&mut self, layer: &Arc<Layer>, x: Input, saved: &Saved, gap: Vec<f32>, site: &Site) -> Result<Back> {
         let target: Vec<f32> = saved.post.iter().zip(&gap).map(|(a, g)| a + g).collect();
-        let rate = self.record(coord, path, layer.type_name(), &saved.post, &target, depth_scale);
+        let rate = self.record(site, layer.type_name(), &saved.post, &target);
         match &**layer {
-            Layer::Sequential(_) => self.sequential(x, saved, gap, coord, path, depth_scale),
-            Layer::Parallel(p) => self.parallel(p, x, saved, gap, coord, path, depth_scale),
+            Layer::Sequential(_) => self.sequential(x, saved, gap, site),
+            Layer::Parallel(p) => self.parallel(p, x, saved, gap, site),
             Layer::Residual(_) => Ok(Back { skip: x.skip.map(|_| gap.clone()), input: Some(gap) }),
             leaf => {
                 if rate > 0.0 && !leaf.params().is_empty() {
@@ -148,7 +163,7 @@ impl Walker<'_> {
         }
     }
 
-    fn sequential(&mut self, x: Input, saved: &Saved, gap: Vec<f32>, coord: Coord, path: &str, depth_scale: f32) -> Result<Back> {
+    fn sequential(&mut self, x: Input, saved: &Saved, gap: Vec<f32>, site: &Site) -> Result<Back> {
         let views = Sequential::stage_views(&x, saved);
         let Some(last) = views.len().checked_sub(1) else { return Ok(Back { input: Some(gap), skip: None }) };
         let mut gaps: Vec<Option<Vec<f32>>> = (0..views.len()).map(|_| None).collect();
@@ -161,7 +176,7 @@ impl Walker<'_> {
                 let target = self.clamped(&v.saved.post, &g, 1.0);
                 g = target.iter().zip(&v.saved.post).map(|(t, a)| t - a).collect();
             }
-            let back = self.visit(v.layer, v.input, v.saved, g, coord, &join(path, &format!("stage {}", v.index)), depth_scale)?;
+            let back = self.visit(v.layer, v.input, v.saved, g, &site.child(&format!("stage {}", v.index)))?;
             // Stage k reads stage k − 1's output; its skip is stage k − 1's input.
             if let Some(b) = back.input {
                 add_into(if k == 0 { &mut input_gap } else { &mut gaps[k - 1] }, b);
@@ -181,8 +196,7 @@ impl Walker<'_> {
     /// for concat, gap/n each for add, the whole gap for avg and filter). Branch input gaps add
     /// up (concat, add) or average (avg, filter); the filter gate gets its own target, the
     /// logit change that favours the branches whose outputs align with the gap.
-    #[allow(clippy::too_many_arguments)]
-    fn parallel(&mut self, p: &Parallel, x: Input, saved: &Saved, gap: Vec<f32>, coord: Coord, path: &str, depth_scale: f32) -> Result<Back> {
+    fn parallel(&mut self, p: &Parallel, x: Input, saved: &Saved, gap: Vec<f32>, site: &Site) -> Result<Back> {
         let views = Parallel::branch_views(saved);
         let n = views.branches.len();
         let input = Input { skip: None, ..x };
@@ -200,7 +214,7 @@ impl Walker<'_> {
             };
             let target = self.clamped(&branch.post, &share, 1.0);
             let g = target.iter().zip(&branch.post).map(|(t, a)| t - a).collect();
-            let back = self.visit(layer, input, branch, g, coord, &join(path, &format!("branch {i}")), depth_scale)?;
+            let back = self.visit(layer, input, branch, g, &site.child(&format!("branch {i}")))?;
             if let Some(mut b) = back.input {
                 if matches!(p.combine, Combine::Avg | Combine::Filter) {
                     b.iter_mut().for_each(|v| *v /= n as f32);
@@ -228,17 +242,9 @@ impl Walker<'_> {
             let target = self.clamped(&gate_saved.post, &logits, 1.0);
             let g = target.iter().zip(&gate_saved.post).map(|(t, a)| t - a).collect();
             // The gate routes; only the branches pass targets on to the input.
-            self.visit(gate, input, gate_saved, g, coord, &join(path, "gate"), depth_scale)?;
+            self.visit(gate, input, gate_saved, g, &site.child("gate"))?;
         }
         Ok(Back { input: input_gap, skip: None })
-    }
-}
-
-fn join(path: &str, part: &str) -> String {
-    if path.is_empty() {
-        part.to_string()
-    } else {
-        format!("{path}/{part}")
     }
 }
 
@@ -262,7 +268,7 @@ pub fn estimate(config: &TargetPropConfig, lr: f32, nodes: &[Node], target: &[f3
     for (i, node) in nodes.iter().enumerate().rev() {
         let Some(flow) = flows[i].take() else { continue };
         let actual = &node.saved.post;
-        let depth_scale = config.depth_scale_factor.powi((last - i) as i32);
+        let site = Site { coord: node.coord, path: String::new(), depth_scale: config.depth_scale_factor.powi((last - i) as i32) };
         let node_target = if i == last {
             target.to_vec()
         } else {
@@ -271,7 +277,7 @@ pub fn estimate(config: &TargetPropConfig, lr: f32, nodes: &[Node], target: &[f3
         };
         walker.pass.captures.push(Capture { coord: node.coord, shape: node.saved.shape.clone(), actual: actual.clone(), target: node_target.clone() });
         let back = if config.use_chain_rule {
-            let rate = walker.record(node.coord, "", node.layer.type_name(), actual, &node_target, depth_scale);
+            let rate = walker.record(&site, node.layer.type_name(), actual, &node_target);
             let wants_input = node.source != Source::Input;
             let grads = node.layer.backward(node.input, node.saved, &negated(&flow), &walker.ctx, wants_input)?;
             walker.change(grads.params, rate);
@@ -279,7 +285,7 @@ pub fn estimate(config: &TargetPropConfig, lr: f32, nodes: &[Node], target: &[f3
             Back { input: keep(grads.input), skip: keep(grads.skip) }
         } else {
             let gap: Vec<f32> = node_target.iter().zip(actual).map(|(t, a)| t - a).collect();
-            walker.visit(&node.layer, node.input, node.saved, gap, node.coord, "", depth_scale)?
+            walker.visit(&node.layer, node.input, node.saved, gap, &site)?
         };
         deposit(&mut flows, Some(node.source), back.input);
         deposit(&mut flows, node.skip_source, back.skip);
