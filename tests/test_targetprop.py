@@ -238,11 +238,27 @@ def test_targets_follow_remote_links_and_skip_unread_layers():
     net = chain(L.Dense(4, 5, "tanh", seed=1), L.Dense(5, 5, "tanh", seed=2), L.Dense(5, 2, seed=3))
     net.set_link(0, 0, 0, 2, (0, 0, 0, 0))
     middle = net.layer(0, 0, 0, 1).weights.master.copy()
-    tp = pv.TargetProp(net, {"use_chain_rule": False})
-    tp.step(np.ones((2, 4), np.float32), np.zeros((2, 2), np.float32))
+    x = np.ones((2, 4), np.float32)
+    output = net.forward(x)
+    tp = pv.TargetProp(net, {"use_chain_rule": False, "batch_size": 2})
+    tp.step(x, np.zeros((2, 2), np.float32))
     assert np.isnan(tp.link_budgets[0, 0, 0, 1]) and not np.isnan(tp.link_budgets[0, 0, 0, 0])
     assert set(tp.targets) == {(0, 0, 0, 0), (0, 0, 0, 2)}
+    assert set(tp.activations) == {(0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 0, 2)}
+    np.testing.assert_allclose(tp.activations[(0, 0, 0, 2)], output, rtol=1e-6)  # captured before the update
     np.testing.assert_array_equal(net.layer(0, 0, 0, 1).weights.master, middle)
+
+
+def test_container_members_linked_to_grid_layers_train_those_layers():
+    # The Sequential's first stage is a remote link to (0,0,0,0): that layer runs twice and
+    # learns from both targets.
+    net = chain(L.Dense(4, 4, "tanh", seed=1), L.Sequential((0, 0, 0, 0), L.Dense(4, 2, seed=2)))
+    shared = net.layer(0, 0, 0, 0).weights
+    before = shared.master.copy()
+    tp = pv.TargetProp(net, {"use_chain_rule": False})
+    tp.step(np.ones((2, 4), np.float32), np.zeros((2, 2), np.float32))
+    assert [(link["path"], link["type"]) for link in tp.links][1:] == [("stage 1", "Dense"), ("stage 0", "Dense"), ("", "Dense")]
+    assert not np.array_equal(shared.master, before)
 
 
 def test_disabled_and_empty_slots_are_nan_in_the_grid_arrays():

@@ -47,11 +47,11 @@ fn with_changes(mut base: TargetPropConfig, changes: &Bound<'_, PyDict>) -> PyRe
 #[pymethods]
 impl PyTargetPropConfig {
     /// The reference's TweenConfig fields and defaults, plus the weight threshold of the target
-    /// rule and the budget below which a link is gated.
+    /// rule and the budget below which a link is gated. The defaults are literals so Python
+    /// shows them; tests check they equal TargetPropConfig::DEFAULT.
     #[new]
-    #[pyo3(signature = (*, batch_size = D.batch_size as i64, use_chain_rule = D.use_chain_rule, gradient_scale = D.gradient_scale,
-        depth_scale_factor = D.depth_scale_factor, momentum = D.momentum, learning_rate = D.learning_rate,
-        activation_clamp = D.activation_clamp, weight_threshold = D.weight_threshold, min_budget = D.min_budget))]
+    #[pyo3(signature = (*, batch_size = 1, use_chain_rule = true, gradient_scale = 0.1, depth_scale_factor = 1.1,
+        momentum = 0.9, learning_rate = 0.01, activation_clamp = 10.0, weight_threshold = 0.01, min_budget = 0.2))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         batch_size: i64,
@@ -244,14 +244,17 @@ impl PyTargetProp {
         to_numpy(py, out, &[net.depth, net.rows, net.cols, net.layers_per_cell])
     }
 
-    /// {(z, y, x, l): array [batch, *shape]} of the last update's captures.
+    /// {(z, y, x, l): array [batch, *shape]} of the last update's outputs, or of its targets
+    /// (layers whose output nobody read have none).
     fn captured<'py>(&self, py: Python<'py>, targets: bool) -> PyResult<Bound<'py, PyDict>> {
         let state = self.state.lock().unwrap();
         let d = PyDict::new(py);
         for c in state.captures() {
-            let values = if targets { c.target.clone() } else { c.actual.clone() };
-            let key = (c.coord.z, c.coord.y, c.coord.x, c.coord.l);
-            d.set_item(key, to_numpy(py, values, &batched(state.last_batch(), &c.shape))?)?;
+            let values = if targets { c.target.clone() } else { Some(c.actual.clone()) };
+            if let Some(values) = values {
+                let key = (c.coord.z, c.coord.y, c.coord.x, c.coord.l);
+                d.set_item(key, to_numpy(py, values, &batched(state.last_batch(), &c.shape))?)?;
+            }
         }
         Ok(d)
     }
@@ -349,13 +352,14 @@ impl PyTargetProp {
     }
 
     /// The forward capture of the last update: {(z, y, x, l): output [batch, *shape]} for every
-    /// top-level layer that got a target.
+    /// top-level layer that ran.
     #[getter]
     fn activations<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.captured(py, false)
     }
 
-    /// The targets of the last update, keyed and shaped like `activations`.
+    /// The targets of the last update, keyed and shaped like `activations` (a layer whose
+    /// output nobody read has none).
     #[getter]
     fn targets<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.captured(py, true)

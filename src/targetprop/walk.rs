@@ -39,13 +39,14 @@ pub struct Link {
     pub gated: bool,
 }
 
-/// A top-level call's output and the target it got.
+/// A top-level call's output (the forward capture) and the target it got (None when nothing
+/// read its output).
 #[derive(Debug, Clone)]
 pub struct Capture {
     pub coord: Coord,
     pub shape: Shape,
     pub actual: Vec<f32>,
-    pub target: Vec<f32>,
+    pub target: Option<Vec<f32>>,
 }
 
 /// The pass's findings and the weight changes to apply (one entry per contribution; a tensor
@@ -266,8 +267,11 @@ pub fn estimate(config: &TargetPropConfig, lr: f32, nodes: &[Node], target: &[f3
     let mut flows: Vec<Option<Vec<f32>>> = (0..nodes.len()).map(|_| None).collect();
     flows[last] = Some(target.iter().zip(&nodes[last].saved.post).map(|(t, y)| t - y).collect());
     for (i, node) in nodes.iter().enumerate().rev() {
-        let Some(flow) = flows[i].take() else { continue };
         let actual = &node.saved.post;
+        let Some(flow) = flows[i].take() else {
+            walker.pass.captures.push(Capture { coord: node.coord, shape: node.saved.shape.clone(), actual: actual.clone(), target: None });
+            continue;
+        };
         let site = Site { coord: node.coord, path: String::new(), depth_scale: config.depth_scale_factor.powi((last - i) as i32) };
         let node_target = if i == last {
             target.to_vec()
@@ -275,7 +279,7 @@ pub fn estimate(config: &TargetPropConfig, lr: f32, nodes: &[Node], target: &[f3
             let step = if config.use_chain_rule { config.gradient_scale } else { 1.0 };
             walker.clamped(actual, &flow, step)
         };
-        walker.pass.captures.push(Capture { coord: node.coord, shape: node.saved.shape.clone(), actual: actual.clone(), target: node_target.clone() });
+        walker.pass.captures.push(Capture { coord: node.coord, shape: node.saved.shape.clone(), actual: actual.clone(), target: Some(node_target.clone()) });
         let back = if config.use_chain_rule {
             let rate = walker.record(&site, node.layer.type_name(), actual, &node_target);
             let wants_input = node.source != Source::Input;
