@@ -131,8 +131,8 @@ impl Walker<'_> {
         }
     }
 
-    /// Weight changes −rate·∂L/∂W for a call whose output gradient (summed over the batch) is
-    /// `grad_out`, averaged over the batch.
+    /// Weight changes −rate·g/batch from a call's weight gradients `params` (summed over the
+    /// batch by the layer's backward).
     fn change(&mut self, params: Vec<(Param, Vec<f32>)>, rate: f32) {
         if rate == 0.0 {
             return;
