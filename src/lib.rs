@@ -22,6 +22,7 @@ pub mod network;
 pub mod observe;
 pub mod rng;
 pub mod systolic;
+pub mod targetprop;
 pub mod train;
 pub mod weights;
 

@@ -334,6 +334,19 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// The attention mixing transposed: for `g` in the concatenated-heads layout
+    /// [batch·seq][q_width], Σ_t A[t][s]·g_t for every key position s, in the value layout
+    /// [batch·seq][kv_width] (query heads sharing a KV head add up). `saved` is this layer's
+    /// training record; target propagation pushes targets along the value path with it.
+    pub fn mix_transposed(&self, saved: &Saved, g: &[f32], batch: usize, schedule: Schedule) -> Vec<f32> {
+        let t = saved.state::<Trace>();
+        let p = &t.projected;
+        let fwd = core::Forward { q: &p.q, k: &p.k, v: &p.v, out: &t.attn, lse: &t.lse };
+        core::backward(&self.heads(), fwd, g, batch, t.seq, schedule).2
+    }
+}
+
 impl LayerOps for Attention {
     fn type_name(&self) -> &'static str {
         KIND

@@ -206,6 +206,24 @@ impl Parallel {
     }
 }
 
+/// What a training forward of a Parallel ran: each branch's layer (links resolved) and record,
+/// and for `filter` the gate's record with its probabilities [gated rows × branches].
+pub struct BranchViews<'a> {
+    pub branches: Vec<(&'a Arc<Layer>, &'a Saved)>,
+    pub gate: Option<(&'a Saved, &'a [f32])>,
+}
+
+impl Parallel {
+    /// The branches a training forward ran (target propagation splits targets over them).
+    pub fn branch_views<'a>(saved: &'a Saved) -> BranchViews<'a> {
+        let runs = saved.state::<Runs>();
+        BranchViews {
+            branches: runs.branches.iter().map(|(layer, s)| (layer, s)).collect(),
+            gate: runs.gate.as_ref().map(|(s, p)| (s, &p[..])),
+        }
+    }
+}
+
 impl LayerOps for Parallel {
     fn type_name(&self) -> &'static str {
         "Parallel"

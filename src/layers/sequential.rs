@@ -65,6 +65,25 @@ impl Sequential {
     }
 }
 
+/// One stage as it ran in a training forward: its index among the stages, the layer (links
+/// resolved), the input it received (skip included) and its record.
+pub struct StageView<'a> {
+    pub index: usize,
+    pub layer: &'a Arc<Layer>,
+    pub input: Input<'a>,
+    pub saved: &'a Saved,
+}
+
+impl Sequential {
+    /// The stages a training forward ran, in order (target propagation walks them backwards).
+    pub fn stage_views<'a>(x: &Input<'a>, saved: &'a Saved) -> Vec<StageView<'a>> {
+        let runs = saved.state::<Vec<StageRun>>();
+        (0..runs.len())
+            .map(|k| StageView { index: runs[k].index, layer: &runs[k].layer, input: Self::input_of(x, runs, k), saved: &runs[k].saved })
+            .collect()
+    }
+}
+
 impl LayerOps for Sequential {
     fn type_name(&self) -> &'static str {
         "Sequential"

@@ -139,7 +139,7 @@ fn check_input(x: &[f32], batch: usize, shape: &[usize]) -> Result<()> {
 }
 
 /// The input (and skip) of `step`, given the outputs of the steps before it.
-fn input_for<'a>(step: &PlannedStep, x: &'a [f32], shape: &'a [usize], batch: usize, output: impl Fn(usize) -> &'a [f32], steps: &'a [PlannedStep]) -> Input<'a> {
+pub fn input_for<'a>(step: &PlannedStep, x: &'a [f32], shape: &'a [usize], batch: usize, output: impl Fn(usize) -> &'a [f32], steps: &'a [PlannedStep]) -> Input<'a> {
     let tensor = |s: Source| match s {
         Source::Input => (x, shape),
         Source::Step(i) => (output(i), &steps[i].shape[..]),

@@ -12,6 +12,7 @@ mod layer;
 mod network;
 mod systolic;
 mod observer;
+mod targetprop;
 mod transformer;
 mod tokenizer;
 mod weights;
@@ -38,6 +39,8 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<network::PyNetwork>()?;
     m.add_class::<network::PyTrainingResult>()?;
     m.add_class::<systolic::PySystolic>()?;
+    m.add_class::<targetprop::PyTargetProp>()?;
+    m.add_class::<targetprop::PyTargetPropConfig>()?;
     m.add_class::<transformer::PyTransformer>()?;
     m.add_class::<transformer::PyDecodeSession>()?;
     m.add_class::<tokenizer::PyTokenizer>()?;

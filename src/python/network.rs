@@ -387,4 +387,9 @@ impl PyNetwork {
     pub fn grid(&self) -> &RwLock<VolumetricNetwork> {
         &self.inner
     }
+
+    /// The grid, read-locked (for bindings that run passes over it).
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, VolumetricNetwork> {
+        self.inner.read().unwrap()
+    }
 }
