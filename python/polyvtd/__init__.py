@@ -23,12 +23,15 @@ from ._core import (
 from . import errors
 from .errors import *  # noqa: F403  (the exception classes; listed in errors.__all__)
 from .network import VolumetricNetwork
+
+load = VolumetricNetwork.load
 from .transformer import Transformer
 
 __version__ = _core.__version__
 
 __all__ = [
     "VolumetricNetwork",
+    "load",
     "Transformer",
     "WeightStore",
     "Layer",

@@ -8,6 +8,7 @@ mod gpu;
 mod kv_cache;
 mod layer;
 mod network;
+mod persist;
 mod transformer;
 mod tokenizer;
 mod weights;
@@ -49,5 +50,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gguf::gguf_info, m)?)?;
     m.add_function(wrap_pyfunction!(arrays::borrowed_data_ptr, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
+    persist::register(m)?;
     Ok(())
 }

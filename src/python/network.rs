@@ -18,7 +18,7 @@ use std::sync::RwLock;
 
 #[pyclass(name = "Network", module = "polyvtd._core", frozen)]
 pub struct PyNetwork {
-    inner: RwLock<VolumetricNetwork>,
+    pub inner: RwLock<VolumetricNetwork>,
 }
 
 fn coord(z: usize, y: usize, x: usize, l: usize) -> Coord {
