@@ -30,6 +30,13 @@ __all__ = [
     "gguf_info",
     "borrowed_data_ptr",
     "simd_level",
+    "network_to_persistence_json",
+    "network_from_persistence_json",
+    "save_network",
+    "load_network",
+    "save_safetensors",
+    "load_safetensors",
+    "safetensors_names",
 ]
 
 def dtypes() -> list[str]: ...
