@@ -3,7 +3,6 @@ reference engine) and safetensors files of the grid's weights; atomic writes; ba
 
 import base64
 import json
-import os
 import pathlib
 import struct
 import subprocess
@@ -178,6 +177,21 @@ def test_links_gates_disabled_and_shared_layers_survive():
     assert back.to_persistence_json() != net.to_persistence_json()
 
 
+@pytest.mark.parametrize("combine", ["add", "avg", "concat", "grid_scatter", "filter"])
+def test_every_parallel_combine_mode_survives(combine):
+    gate = {"gate": dense(6, 3)} if combine == "filter" else {}
+    spec = {"layers": [dict({"type": "parallel", "combine_mode": combine, "z": 0, "y": 0, "x": 0, "l": 0,
+                              "parallel_branches": [dense(6, 4, activation="relu"), dense(6, 4, bias=True),
+                                                    {"type": "sequential", "sequential_layers": [dense(6, 4), dense(4, 4), {"type": "residual"}]}]},
+                             **gate)]}
+    net = pv.VolumetricNetwork.from_spec(spec, seed=9)
+    net.morph_all("int8")
+    x = RNG.standard_normal((3, 6)).astype(np.float32)
+    back = pv.VolumetricNetwork.from_persistence_json(net.to_persistence_json())
+    assert same_bits(back.forward(x), net.forward(x))
+    assert json.loads(back.layer(0, 0, 0, 0).spec_json())["combine_mode"] == combine
+
+
 def test_gumbel_noise_goes_on_where_it_was():
     net = pv.VolumetricNetwork.from_spec({"layers": [{"type": "softmax", "softmax_type": "gumbel", "z": 0, "y": 0, "x": 0, "l": 0}]}, seed=5)
     x = RNG.standard_normal((2, 5)).astype(np.float32)
@@ -257,6 +271,30 @@ def test_reads_a_file_in_the_reference_format():
     np.testing.assert_allclose(lstm_net.forward(xs), lstm_forward(xs, w_ih, w_hh, b), rtol=1e-5, atol=1e-6)
 
 
+def test_reference_flat_layouts_of_attention_and_swiglu():
+    """MHA: Wq | Wk | Wv | Wo | bq | bk | bv | bo; SwiGLU: Wgate | Wup | Wdown | bgate | bup | bdown."""
+    rng = np.random.default_rng(5)
+    d, heads, kv_heads, hd = 8, 2, 1, 4
+    q, kv = heads * hd, kv_heads * hd
+    mha = [rng.standard_normal(shape).astype(np.float32) for shape in ((q, d), (kv, d), (kv, d), (d, q), (q,), (kv,), (kv,), (d,))]
+    h, i = d, 6
+    swiglu = [rng.standard_normal(shape).astype(np.float32) for shape in ((i, h), (i, h), (h, i), (i,), (i,), (h,))]
+    flat = lambda parts: b64(np.concatenate([p.ravel() for p in parts]).tobytes())
+    base = {"z": 0, "y": 0, "x": 0, "activation": "Linear", "dtype": "float32", "softmax_type": "Standard", "native": True, "scale": 1}
+    layers = [dict(base, l=0, type="MultiHeadAttention", num_heads=heads, num_kv_heads=kv_heads, head_dim=hd, query_dim=q,
+                   d_model=d, seq_length=3, weights=flat(mha)),
+              dict(base, l=1, type="SwiGLU", input_height=h, output_height=i, seq_length=1, weights=flat(swiglu))]
+    text = json.dumps({"id": "network", "depth": 1, "rows": 1, "cols": 1, "layers_per_cell": 2, "layers": layers})
+    net = pv.VolumetricNetwork.from_persistence_json(text)
+    for l, expected in ((0, mha), (1, swiglu)):
+        got = [p.master for p in net.layer(0, 0, 0, l).parameters]
+        assert len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected))
+    bad = json.loads(text)
+    bad["layers"][0]["query_dim"] = 6
+    with pytest.raises(pv.ModelLoadError, match="query_dim"):
+        pv.VolumetricNetwork.from_persistence_json(json.dumps(bad))
+
+
 def test_a_reference_file_writes_back_its_own_weights():
     text, _, _ = reference_file()
     back = json.loads(pv.VolumetricNetwork.from_persistence_json(text).to_persistence_json())
@@ -267,7 +305,10 @@ def test_a_reference_file_writes_back_its_own_weights():
         assert np.float32(back["layers"][l]["scale"]) == np.float32(original["layers"][l]["scale"])
 
 
-welvet = pytest.importorskip("welvet") if os.environ.get("POLYVTD_NO_WELVET") is None else None
+try:  # the reference engine's Python package (optional: the bench extra installs it)
+    import welvet
+except ImportError:
+    welvet = None
 
 
 @pytest.mark.skipif(welvet is None, reason="the reference engine (welvet) is not installed")
@@ -315,6 +356,13 @@ def test_safetensors_round_trip_every_dtype(tmp_path, nets, compat):
         assert other.load_safetensors(path) == sorted(names)
         assert same_bits(other.forward(x), net.forward(x)), dtype
         assert other.to_persistence_json() == net.to_persistence_json()
+    # Masters ride along as `<name>.master` when asked for.
+    net.morph_all("int4")
+    net.save_safetensors(tmp_path / "masters.safetensors", masters=True)
+    assert "z0.y0.x0.l0.weight.master" in header(tmp_path / "masters.safetensors")
+    other.load_safetensors(tmp_path / "masters.safetensors")
+    for mine, theirs in zip(net.parameters, other.parameters):
+        assert np.array_equal(mine.master, theirs.master)
     # Standard fp4 is safetensors' F4 (two per byte, low nibble first).
     if compat == "standard":
         net.morph_all("fp4")
