@@ -27,6 +27,9 @@ pub enum Error {
     /// architecture, a missing or mis-shaped tensor (names the path, field, tensor or offset).
     #[error("{0}")]
     ModelLoad(String),
+    /// A file cannot be written (names the path; an existing file is left as it was).
+    #[error("{0}")]
+    Io(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

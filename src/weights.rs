@@ -117,6 +117,36 @@ impl WeightStore {
         Ok(store)
     }
 
+    /// A store as a checkpoint describes it: the active dtype's version (`None`: float32, the
+    /// master is the weights), the master (`None`: rebuilt from the version) and, for the Loom
+    /// codec, the shared scale its next morphs use.
+    pub fn restore(shape: Vec<usize>, codec: Codec, version: Option<Packed>, master: Option<Vec<f32>>, loom_scale: f32) -> Result<WeightStore> {
+        let master = match (master, &version) {
+            (Some(m), _) => m,
+            (None, Some(p)) => p.decode_all(),
+            (None, None) => return Err(Error::Value("a float32 store needs its master values".into())),
+        };
+        let mut store = WeightStore::new(master, shape, codec)?;
+        store.loom_scale = if codec == Codec::Loom { loom_scale } else { 1.0 };
+        if let Some(p) = version {
+            if p.n != store.len() || p.codec != codec {
+                return Err(Error::Shape(format!(
+                    "a {} version of {} {} values does not fit a {} store of shape {:?}",
+                    p.dtype, p.n, p.codec.name(), codec.name(), store.shape
+                )));
+            }
+            store.active = p.dtype;
+            store.versions.insert(p.dtype, Arc::new(p));
+        }
+        Ok(store)
+    }
+
+    /// The Loom codec's shared scale (1.0 until a first non-float32 morph chooses it; always 1.0
+    /// under the standard codec).
+    pub fn loom_scale(&self) -> f32 {
+        self.loom_scale
+    }
+
     /// A tensor as a GGUF file stores it (`bytes` in `ggml_type`'s layout, `shape` row-major,
     /// i.e. GGUF's dims reversed): F32 becomes the master; F16, BF16 and the block types become
     /// their packed version alone, without a master (inference-only: memory stays at the file's

@@ -35,6 +35,8 @@ from .dna import compare_dna, splice
 from .evolution import NEATConfig, NEATPopulation, neat_mutate
 from .network import VolumetricNetwork
 from .systolic import Systolic
+
+load = VolumetricNetwork.load
 from .transformer import Transformer
 
 __version__ = _core.__version__
@@ -42,6 +44,7 @@ __version__ = _core.__version__
 __all__ = [
     "VolumetricNetwork",
     "Systolic",
+    "load",
     "Transformer",
     "WeightStore",
     "Layer",

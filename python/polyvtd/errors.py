@@ -26,6 +26,10 @@ class ModelLoadError(PolyError, OSError, ValueError):
     """A model cannot be found or read (names the path, file, tensor or field)."""
 
 
+class SaveError(PolyError, OSError):
+    """A file cannot be written (names the path); an existing file at that path is left intact."""
+
+
 class GpuError(PolyError, RuntimeError):
     """A GPU operation failed (device lost, out of memory, validation error)."""
 
@@ -41,6 +45,7 @@ __all__ = [
     "DTypeError",
     "InputError",
     "ModelLoadError",
+    "SaveError",
     "GpuError",
     "GpuUnavailableError",
 ]

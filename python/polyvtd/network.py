@@ -70,6 +70,43 @@ class VolumetricNetwork:
     def to_json(self, indent: Optional[int] = 2) -> str:
         return self._net.to_json(indent)
 
+    # --- saving and loading ------------------------------------------------------------------
+    def save(self, path: Union[str, "os.PathLike[str]"], *, masters: bool = False) -> None:
+        """Write the network — structure, weights in their dtypes, links, gates, everything — as
+        the reference engine's persistence JSON (it reads the file too), atomically. ``masters``:
+        also keep the FP32 masters of quantised tensors, so training resumes exactly."""
+        _core.save_network(self._net, os.fspath(path), masters)
+
+    @classmethod
+    def load(cls, path: Union[str, "os.PathLike[str]"]) -> "VolumetricNetwork":
+        """Read a persistence JSON written by ``save`` or by the reference engine."""
+        return cls._wrap(_core.load_network(os.fspath(path)))
+
+    def to_persistence_json(self, *, masters: bool = False) -> str:
+        """The text ``save`` writes (deterministic: a reloaded network gives the same text)."""
+        return _core.network_to_persistence_json(self._net, masters)
+
+    @classmethod
+    def from_persistence_json(cls, text: str) -> "VolumetricNetwork":
+        return cls._wrap(_core.network_from_persistence_json(text))
+
+    def save_safetensors(self, path: Union[str, "os.PathLike[str]"], *, packed: bool = True, masters: bool = False) -> None:
+        """Write the weights (not the structure) as safetensors, named by where they sit
+        (``z0.y0.x0.l1.weight``), atomically. ``packed``: each tensor in its own dtype with its
+        scale in the metadata (exact); ``packed=False``: float32 values for other tools."""
+        _core.save_safetensors(self._net, os.fspath(path), packed, masters)
+
+    def load_safetensors(self, path: Union[str, "os.PathLike[str]"], *, strict: bool = True) -> list:
+        """Load weights saved by ``save_safetensors`` (or plain float tensors of the same names,
+        or the reference's ``layer_<i>.weights``) into this network, all or nothing; returns the
+        names loaded. ``strict``: the file and the network must hold the same tensors."""
+        return _core.load_safetensors(self._net, os.fspath(path), strict)
+
+    @property
+    def safetensors_names(self) -> list:
+        """The names ``save_safetensors`` gives the weights, in traversal order."""
+        return _core.safetensors_names(self._net)
+
     # --- grid -------------------------------------------------------------------------------
     @property
     def dims(self) -> tuple:

@@ -27,6 +27,12 @@ pub fn encode(packed: &Packed) -> Vec<u8> {
 /// Decode a reference blob of `n` elements into a packed tensor with the given scale. Padding
 /// elements the reference would materialise (quirk 8) are dropped: `n` is the tensor length.
 pub fn decode(dtype: DType, blob: &[u8], n: usize, scale: f32) -> Result<Packed> {
+    decode_with(dtype, Codec::Loom, blob, n, scale, 0.0)
+}
+
+/// `decode` for codes of either code book (polyvtd's checkpoints use the same on-disk order for
+/// standard codes, with the unsigned types' zero point).
+pub fn decode_with(dtype: DType, codec: Codec, blob: &[u8], n: usize, scale: f32, zero_point: f64) -> Result<Packed> {
     let bits = dtype.bits();
     let need = dtype.packed_bytes(n);
     if blob.len() < need {
@@ -36,7 +42,7 @@ pub fn decode(dtype: DType, blob: &[u8], n: usize, scale: f32) -> Result<Packed>
         )));
     }
     if dtype.is_block() {
-        return Packed::from_bytes(dtype, Codec::Loom, n, blob[..need].to_vec());
+        return Packed::from_bytes(dtype, codec, n, blob[..need].to_vec());
     }
     let per_byte = 8 / bits.min(8);
     let codes = (0..n).map(|i| {
@@ -47,7 +53,7 @@ pub fn decode(dtype: DType, blob: &[u8], n: usize, scale: f32) -> Result<Packed>
             ((blob[i / per_byte] >> shift) as u64) & ((1u64 << bits) - 1)
         }
     });
-    Ok(Packed::from_codes(dtype, Codec::Loom, codes.collect::<Vec<_>>().into_iter(), scale, 0.0))
+    Ok(Packed::from_codes(dtype, codec, codes.collect::<Vec<_>>().into_iter(), scale, zero_point))
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod kmeans;
 pub mod norm;
 pub mod spec;
 pub mod swiglu;
+pub mod tensors;
 
 use crate::activation::Activation;
 use crate::coord::Coord;

@@ -175,6 +175,16 @@ impl Softmax {
         })
     }
 
+    /// Gumbel forwards run so far (the next one draws noise number `gumbel_draws()`).
+    pub fn gumbel_draws(&self) -> u64 {
+        self.draws.0.load(Ordering::Relaxed)
+    }
+
+    /// Continue a Gumbel noise sequence from draw `count` (a reloaded layer goes on where it was).
+    pub fn set_gumbel_draws(&self, count: u64) {
+        self.draws.0.store(count, Ordering::Relaxed);
+    }
+
     /// Values per normalised vector ("domain") of a sample of `shape`; consecutive domains tile
     /// the batch. Grid groups run over the sample's values, every other variant over its rows.
     fn domain_len(&self, shape: &[usize]) -> Result<usize> {

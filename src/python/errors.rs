@@ -15,6 +15,7 @@ fn class_name(err: &Error) -> &'static str {
         Error::GpuUnavailable(_) => "GpuUnavailableError",
         Error::Gpu(_) => "GpuError",
         Error::ModelLoad(_) => "ModelLoadError",
+        Error::Io(_) => "SaveError",
     }
 }
 

@@ -13,6 +13,7 @@ mod network;
 mod systolic;
 mod observer;
 mod targetprop;
+mod persist;
 mod transformer;
 mod tokenizer;
 mod weights;
@@ -68,5 +69,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(evolution::neat_mutate, m)?)?;
     m.add_class::<observer::PyLayerEvent>()?;
     m.add_class::<observer::PyLayerStats>()?;
+    persist::register(m)?;
     Ok(())
 }
