@@ -6,11 +6,14 @@
 // 5 Q8_0 (9 words: d, then 32 signed bytes), 6 codes of {{bits}} ≤ 8 bits (words 0..2^bits hold
 // the value of every code, exactly the CPU's, then the codes packed LSB-first). GGML's nibble
 // order: byte j holds values j and j + 16. shaders/matrix_dot.wgsl adds the block dot product.
+// `{{name}}_base` (words, 0 unless set) is where the matrix starts in its buffer: a kernel that
+// binds a whole stack of layers (src/gpu/resident.rs) points it at one layer's matrix.
 
 @group(0) @binding({{binding}}) var<storage, read> {{name}}: array<u32>;
 
 const {{name}}_FORMAT: u32 = {{format}}u;
 const {{name}}_BITS: u32 = {{bits}}u;
+var<private> {{name}}_base: u32 = 0u;
 
 fn {{name}}_words_per_block() -> u32 {
     switch {{name}}_FORMAT {
@@ -31,7 +34,7 @@ fn {{name}}_half_pair(word: u32, j: u32) -> f32 {
 
 // Value (row, k): element access for tiles and table lookups.
 fn {{name}}_at(row: u32, k: u32, blocks_per_row: u32) -> f32 {
-    let base = (row * blocks_per_row + k / 32u) * {{name}}_words_per_block();
+    let base = {{name}}_base + (row * blocks_per_row + k / 32u) * {{name}}_words_per_block();
     let j = k % 32u;
     switch {{name}}_FORMAT {
         case 0u: { return bitcast<f32>({{name}}[base + j]); }
@@ -56,11 +59,12 @@ fn {{name}}_at(row: u32, k: u32, blocks_per_row: u32) -> f32 {
     }
 }
 
-// Table format: the value of code j of the block whose words start at `base`.
+// Table format: the value of code j of the block whose words start at `base` (after the table;
+// `base` includes `{{name}}_base`, where the table starts).
 fn {{name}}_code_value(base: u32, j: u32) -> f32 {
     let table = 1u << {{name}}_BITS;
     let per_word = 32u / {{name}}_BITS;
     let word = {{name}}[table + base + j / per_word];
     let code = (word >> ((j % per_word) * {{name}}_BITS)) & (table - 1u);
-    return bitcast<f32>({{name}}[code]);
+    return bitcast<f32>({{name}}[{{name}}_base + code]);
 }

@@ -4,7 +4,7 @@
 
 // Σ_j W[row, 32·blk + j] · xs_at(x0 + 32·blk + j) · xs_at(x0 + 32·blk + j) over one block.
 fn {{name}}_block_dot(row: u32, blk: u32, blocks_per_row: u32, x0: u32) -> f32 {
-    let base = (row * blocks_per_row + blk) * {{name}}_words_per_block();
+    let base = {{name}}_base + (row * blocks_per_row + blk) * {{name}}_words_per_block();
     let xb = x0 + blk * 32u;
     var s = 0.0;
     switch {{name}}_FORMAT {

@@ -105,6 +105,32 @@ def test_a_session_continues_its_cache_across_turns(checkpoints):
     assert got[1][1] == sum(map(len, turns)) + 15
 
 
+def greedy_tokens(model, steps=32):
+    session = model._native.session()
+    tokens = [session.feed(PROMPT)]
+    for _ in range(steps - 1):
+        tokens.append(session.feed([tokens[-1]]))
+    return tokens, session.gpu_step
+
+
+@pytest.mark.parametrize("model,dtype", [("llama", None), ("qwen2", "q4_1"), ("tied", "int4")])
+def test_the_fused_step_and_separate_dispatches_choose_the_same_tokens(checkpoints, monkeypatch, model, dtype):
+    path, _, _ = checkpoints[model]
+    cpu, gpu = pair(path, dtype)
+    fused, kind = greedy_tokens(gpu)
+    assert kind == ("fused", None)  # lavapipe: one resident workgroup walks every phase
+    monkeypatch.setenv("POLYVTD_GPU_STEP", "dispatches")
+    dispatched, kind = greedy_tokens(gpu)
+    assert kind == ("dispatches", "POLYVTD_GPU_STEP=dispatches")
+    assert fused == dispatched == cpu.generate_ids(PROMPT, 32)
+
+
+def test_sessions_on_the_cpu_report_no_gpu_step(checkpoints):
+    path, _, _ = checkpoints["llama"]
+    cpu, _ = pair(path)
+    assert cpu._native.session().gpu_step == ("cpu", None)
+
+
 def test_the_profile_names_every_kind_of_dispatch(checkpoints):
     path, cfg, _ = checkpoints["llama"]
     _, gpu = pair(path)
@@ -113,7 +139,8 @@ def test_the_profile_names_every_kind_of_dispatch(checkpoints):
     times = session.gpu_profile(2)
     labels = [name for name, _, _ in times]
     layers = cfg["num_hidden_layers"]
-    assert labels[0] == "whole step" and f"attention ×{layers}" in labels and "argmax ×1" in labels
+    assert labels[:2] == ["fused step (P = 1)", "whole step as dispatches"]
+    assert f"attention ×{layers}" in labels and "argmax ×1" in labels
     assert all(record >= 0 and np.isfinite(total) for _, record, total in times)
     prefill = [name for name, _, _ in session.gpu_profile(2, rows=7)]
     assert f"RoPE + cache append ×{layers}" in prefill and "norm + LM head (last row) ×1" in prefill

@@ -6,7 +6,7 @@
 
 use super::cache;
 use super::context::Context;
-use super::resident::{bind, Recorded, ResidentMatrix, Scale};
+use super::resident::{bind, bind_ranges, Range, Recorded, ResidentMatrix, Scale};
 use crate::error::{Error, Result};
 
 const MATVEC_WGSL: &str = include_str!("../../shaders/decoder_matvec.wgsl");
@@ -24,11 +24,11 @@ const MAX_SPLITS: usize = 16;
 
 /// Keys per decode-attention workgroup for caches of `capacity` positions: whole tiles, at
 /// most MAX_SPLITS splits.
-fn keys_per_split(capacity: usize) -> usize {
+pub(crate) fn keys_per_split(capacity: usize) -> usize {
     capacity.div_ceil(KEY_TILE * MAX_SPLITS).max(1) * KEY_TILE
 }
 
-fn splits(capacity: usize) -> usize {
+pub(crate) fn splits(capacity: usize) -> usize {
     capacity.div_ceil(keys_per_split(capacity))
 }
 const ARGMAX_WGSL: &str = include_str!("../../shaders/decoder_argmax.wgsl");
@@ -94,19 +94,20 @@ impl Product<'_> {
     /// The bind group of a matvec or tiles kernel: params, x, γ, bias, step, y, a, b, c.
     fn bind(&self, ctx: &Context, pipeline: &wgpu::ComputePipeline, shared: &Shared<'_>, params: &wgpu::Buffer, gain: Option<&wgpu::Buffer>) -> wgpu::BindGroup {
         let abc = self.abc();
-        bind(
+        let whole = Range::whole;
+        bind_ranges(
             ctx,
             pipeline,
             &[
-                (0, params),
-                (1, self.x),
-                (2, gain.unwrap_or(shared.none)),
-                (3, self.bias.unwrap_or(shared.none)),
-                (4, shared.step),
-                (5, self.y),
-                (6, &abc[0].buffer),
-                (7, &abc[1].buffer),
-                (8, &abc[2].buffer),
+                (0, whole(params)),
+                (1, whole(self.x)),
+                (2, whole(gain.unwrap_or(shared.none))),
+                (3, whole(self.bias.unwrap_or(shared.none))),
+                (4, whole(shared.step)),
+                (5, whole(self.y)),
+                (6, abc[0].range()),
+                (7, abc[1].range()),
+                (8, abc[2].range()),
             ],
         )
     }
@@ -216,7 +217,7 @@ pub(crate) fn tiles(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, n
 pub(crate) fn embed(ctx: &Context, shared: &Shared<'_>, table: &ResidentMatrix, tokens: &wgpu::Buffer, y: &wgpu::Buffer, max_rows: usize) -> Result<Recorded> {
     let k = table.cols;
     let pipeline = cache::bounded_pipeline(ctx, "decoder_embed", format!("const K: u32 = {k}u;\n// {}\n", table.format_key()), &[&table.source("a", 6, false), EMBED_WGSL])?;
-    let group = bind(ctx, &pipeline, &[(4, shared.step), (5, y), (6, &table.buffer), (9, tokens)]);
+    let group = bind_ranges(ctx, &pipeline, &[(4, Range::whole(shared.step)), (5, Range::whole(y)), (6, table.range()), (9, Range::whole(tokens))]);
     Ok(Recorded { pipeline, group, grid: (k.div_ceil(256) as u32, max_rows as u32, 1), scale: Scale::Rows { axis: 1, per: 1 } })
 }
 
@@ -230,12 +231,13 @@ pub(crate) struct Heads {
     pub capacity: usize,
 }
 
-/// The buffers of one attention layer: [Q | K | V] rows, the caches, the RoPE table (cos, sin
-/// per position and pair) and the output rows.
+/// The buffers of one attention layer: [Q | K | V] rows, the caches (this layer's range of the
+/// stacked caches), the RoPE table (cos, sin per position and pair) and the output rows.
+#[derive(Clone, Copy)]
 pub(crate) struct AttentionBuffers<'a> {
     pub qkv: &'a wgpu::Buffer,
-    pub k_cache: &'a wgpu::Buffer,
-    pub v_cache: &'a wgpu::Buffer,
+    pub k_cache: Range<'a>,
+    pub v_cache: Range<'a>,
     pub rope: &'a wgpu::Buffer,
     pub out: &'a wgpu::Buffer,
 }
@@ -245,7 +247,8 @@ pub(crate) fn rope_kv(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &Atte
     let pipeline = cache::bounded_pipeline(ctx, "decoder_rope_kv", format!("const HD: u32 = {}u;\n", heads.head_dim), &[ROPE_KV_WGSL])?;
     let params: [u32; 4] = [heads.heads as u32, heads.kv_heads as u32, heads.capacity as u32, 0];
     let params = ctx.uniform("rope params", &params)?;
-    let group = bind(ctx, &pipeline, &[(0, &params), (1, b.rope), (4, shared.step), (5, b.qkv), (10, b.k_cache), (11, b.v_cache)]);
+    let w = Range::whole;
+    let group = bind_ranges(ctx, &pipeline, &[(0, w(&params)), (1, w(b.rope)), (4, w(shared.step)), (5, w(b.qkv)), (10, b.k_cache), (11, b.v_cache)]);
     Ok(Recorded { pipeline, group, grid: (max_rows as u32, 1, 1), scale: Scale::Rows { axis: 0, per: 1 } })
 }
 
@@ -282,7 +285,8 @@ pub(crate) fn attention(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &At
     let header = format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\nconst TILE: u32 = {KEY_TILE}u;\n");
     let pipeline = cache::bounded_pipeline(ctx, "decoder_attention", header, &[ONLINE_SOFTMAX_WGSL, ATTENTION_WGSL])?;
     let params = attention_params(ctx, heads)?;
-    let group = bind(ctx, &pipeline, &[(0, &params), (4, shared.step), (5, b.out), (10, b.k_cache), (11, b.v_cache), (12, b.qkv)]);
+    let w = Range::whole;
+    let group = bind_ranges(ctx, &pipeline, &[(0, w(&params)), (4, w(shared.step)), (5, w(b.out)), (10, b.k_cache), (11, b.v_cache), (12, w(b.qkv))]);
     Ok(Recorded { pipeline, group, grid: (heads.heads as u32, max_rows as u32, 1), scale: Scale::Rows { axis: 1, per: 1 } })
 }
 
@@ -298,7 +302,8 @@ pub(crate) fn attention_decode(ctx: &Context, shared: &Shared<'_>, heads: Heads,
     let header = format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\nconst TILE: u32 = {KEY_TILE}u;\nconst KC: u32 = {kc}u;\nconst S_MAX: u32 = {s_max}u;\n");
     let pipeline = cache::bounded_pipeline(ctx, "decoder_attention_decode", header, &[ONLINE_SOFTMAX_WGSL, ATTENTION_DECODE_WGSL])?;
     let params = attention_params(ctx, heads)?;
-    let group = bind(ctx, &pipeline, &[(0, &params), (1, b.rope), (4, shared.step), (5, b.out), (10, b.k_cache), (11, b.v_cache), (12, b.qkv)]);
+    let w = Range::whole;
+    let group = bind_ranges(ctx, &pipeline, &[(0, w(&params)), (1, w(b.rope)), (4, w(shared.step)), (5, w(b.out)), (10, b.k_cache), (11, b.v_cache), (12, w(b.qkv))]);
     Ok(Recorded { pipeline, group, grid: (heads.heads as u32, s_max as u32, 1), scale: Scale::Positions { axis: 1, per: kc } })
 }
 

@@ -9,6 +9,7 @@ mod cache;
 mod context;
 mod conv;
 pub(crate) mod decoder;
+pub(crate) mod decoder_step;
 mod dense;
 mod embedding;
 mod kmeans;

@@ -10,7 +10,8 @@
 use super::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::gpu::decoder::{self, AttentionBuffers, Epilogue, Heads, Product, Prologue, Shared};
-use crate::gpu::resident::{Recorded, ResidentMatrix};
+use crate::gpu::decoder_step::{self, StepBuffers, StepModel, Stacked, VectorOffsets};
+use crate::gpu::resident::{Range, Recorded, ResidentMatrix, Stack};
 use crate::gpu::{context, register_resident_bytes, Context, GpuWeights, ResidentBytes};
 use crate::layers::{Layer, Param};
 use crate::network::{Coord, VolumetricNetwork};
@@ -21,6 +22,8 @@ const CHUNK: usize = 256;
 const AHEAD_SLOT: usize = 1;
 /// Positions the caches first hold; they double (up to the context length) when full.
 const FIRST_CAPACITY: usize = 256;
+/// How `unfused_reason` starts once a fused step gave up (it is not tried again).
+const GAVE_UP: &str = "the fused step gave up";
 
 struct Block {
     attn_norm: wgpu::Buffer,
@@ -53,6 +56,12 @@ pub struct GpuModel {
     head: Option<ResidentMatrix>,
     blocks: Vec<Block>,
     final_norm: wgpu::Buffer,
+    /// Every layer's q, k, v, o, gate, up, down matrices as stacks (the fused step's), when
+    /// each kind shares one format across the layers.
+    stacks: Option<[Stack; 7]>,
+    /// Every layer's gains and biases in one buffer, for the fused step.
+    vectors: wgpu::Buffer,
+    offsets: VectorOffsets,
     none: wgpu::Buffer,
     /// Counts the weights in `pv.gpu_memory()` while the model lives.
     _resident: ResidentBytes,
@@ -71,6 +80,13 @@ fn matrix(ctx: &Context, label: &str, param: &Param, rows: usize, cols: usize) -
     ResidentMatrix::upload(ctx, label, GpuWeights::of(&store)?, rows, cols)
 }
 
+/// Every layer's matrix of one kind, stacked when they share a format.
+fn stacked(ctx: &Context, label: &str, params: &[&Param], rows: usize, cols: usize) -> Result<(Vec<ResidentMatrix>, Option<Stack>)> {
+    let stores: Vec<_> = params.iter().map(|p| p.read().unwrap()).collect();
+    let weights = stores.iter().map(|s| GpuWeights::of(s)).collect::<Result<Vec<_>>>()?;
+    ResidentMatrix::upload_stack(ctx, label, weights, rows, cols)
+}
+
 fn vector(ctx: &Context, label: &str, values: &[f32]) -> Result<wgpu::Buffer> {
     ctx.storage(label, values)
 }
@@ -81,9 +97,9 @@ fn layer_at(net: &VolumetricNetwork, x: usize, l: usize) -> Result<&Layer> {
         .ok_or_else(|| Error::Value(format!("the transformer grid has no layer at (0,0,{x},{l})")))
 }
 
-fn norm_gain(ctx: &Context, label: &str, layer: &Layer) -> Result<wgpu::Buffer> {
+fn norm_gain(label: &str, layer: &Layer) -> Result<Vec<f32>> {
     match layer {
-        Layer::Norm(n) => vector(ctx, label, &decoded(&n.gain)?),
+        Layer::Norm(n) => decoded(&n.gain),
         other => Err(Error::Value(format!("{label}: expected an RMSNorm, found {}", other.type_name()))),
     }
 }
@@ -102,7 +118,11 @@ impl GpuModel {
             return Err(Error::Value("the transformer grid has no embedding at (0,0,0,0)".into()));
         };
         let embed = matrix(ctx, "embedding", &embedding.table, c.vocab_size, d)?;
-        let mut blocks = Vec::with_capacity(c.num_hidden_layers);
+        let mut attentions = Vec::with_capacity(c.num_hidden_layers);
+        let mut mlps = Vec::with_capacity(c.num_hidden_layers);
+        let mut attn_norms = Vec::new();
+        let mut ffn_norms = Vec::new();
+        let (mut qkv_biases, mut o_biases) = (Vec::new(), Vec::new());
         for b in 0..c.num_hidden_layers {
             let x = b + 1;
             let Layer::MultiHeadAttention(attn) = layer_at(net, x, 1)? else {
@@ -111,29 +131,51 @@ impl GpuModel {
             let Layer::SwiGlu(mlp) = layer_at(net, x, 4)? else {
                 return Err(Error::Value(format!("block {b}: no SwiGLU at (0,0,{x},4)")));
             };
-            let (qkv_bias, o_bias) = match &attn.biases {
-                Some(biases) => {
-                    let qkv = [decoded(&biases.q)?, decoded(&biases.k)?, decoded(&biases.v)?].concat();
-                    (Some(vector(ctx, "qkv bias", &qkv)?), Some(vector(ctx, "o bias", &decoded(&biases.o)?)?))
-                }
-                None => (None, None),
-            };
+            if let Some(biases) = &attn.biases {
+                qkv_biases.push([decoded(&biases.q)?, decoded(&biases.k)?, decoded(&biases.v)?].concat());
+                o_biases.push(decoded(&biases.o)?);
+            }
+            attn_norms.push(norm_gain(&format!("block {b} attention norm"), layer_at(net, x, 0)?)?);
+            ffn_norms.push(norm_gain(&format!("block {b} feed-forward norm"), layer_at(net, x, 3)?)?);
+            attentions.push(attn);
+            mlps.push(mlp);
+        }
+        let has_biases = !qkv_biases.is_empty();
+        if has_biases && qkv_biases.len() != c.num_hidden_layers {
+            return Err(Error::Value("some attention layers have biases and others not".into()));
+        }
+        let stack = |label: &str, params: Vec<&Param>, rows: usize, cols: usize| stacked(ctx, label, &params, rows, cols);
+        let (q, q_stack) = stack("q", attentions.iter().map(|a| &a.wq).collect(), q_width, d)?;
+        let (k, k_stack) = stack("k", attentions.iter().map(|a| &a.wk).collect(), kv_width, d)?;
+        let (v, v_stack) = stack("v", attentions.iter().map(|a| &a.wv).collect(), kv_width, d)?;
+        let (o, o_stack) = stack("o", attentions.iter().map(|a| &a.wo).collect(), d, q_width)?;
+        let (gate, gate_stack) = stack("gate", mlps.iter().map(|m| &m.w_gate).collect(), i, d)?;
+        let (up, up_stack) = stack("up", mlps.iter().map(|m| &m.w_up).collect(), i, d)?;
+        let (down, down_stack) = stack("down", mlps.iter().map(|m| &m.w_down).collect(), d, i)?;
+        let stacks = match (q_stack, k_stack, v_stack, o_stack, gate_stack, up_stack, down_stack) {
+            (Some(q), Some(k), Some(v), Some(o), Some(g), Some(u), Some(dn)) => Some([q, k, v, o, g, u, dn]),
+            _ => None,
+        };
+        let mut blocks = Vec::with_capacity(c.num_hidden_layers);
+        let matrices = q.into_iter().zip(k).zip(v).zip(o).zip(gate).zip(up).zip(down);
+        for (b, ((((((q, k), v), o), gate), up), down)) in matrices.enumerate() {
             blocks.push(Block {
-                attn_norm: norm_gain(ctx, &format!("block {b} attention norm"), layer_at(net, x, 0)?)?,
-                q: matrix(ctx, "q", &attn.wq, q_width, d)?,
-                k: matrix(ctx, "k", &attn.wk, kv_width, d)?,
-                v: matrix(ctx, "v", &attn.wv, kv_width, d)?,
-                qkv_bias,
-                o: matrix(ctx, "o", &attn.wo, d, q_width)?,
-                o_bias,
-                ffn_norm: norm_gain(ctx, &format!("block {b} feed-forward norm"), layer_at(net, x, 3)?)?,
-                gate: matrix(ctx, "gate", &mlp.w_gate, i, d)?,
-                up: matrix(ctx, "up", &mlp.w_up, i, d)?,
-                down: matrix(ctx, "down", &mlp.w_down, d, i)?,
+                attn_norm: vector(ctx, "attention norm", &attn_norms[b])?,
+                q,
+                k,
+                v,
+                qkv_bias: qkv_biases.get(b).map(|bias| vector(ctx, "qkv bias", bias)).transpose()?,
+                o,
+                o_bias: o_biases.get(b).map(|bias| vector(ctx, "o bias", bias)).transpose()?,
+                ffn_norm: vector(ctx, "feed-forward norm", &ffn_norms[b])?,
+                gate,
+                up,
+                down,
             });
         }
         let head_column = c.num_hidden_layers + 1;
-        let final_norm = norm_gain(ctx, "final norm", layer_at(net, head_column, 0)?)?;
+        let final_gain = norm_gain("final norm", layer_at(net, head_column, 0)?)?;
+        let final_norm = vector(ctx, "final norm", &final_gain)?;
         let Layer::Dense(head) = layer_at(net, head_column, 1)? else {
             return Err(Error::Value(format!("the transformer grid has no LM head at (0,0,{head_column},1)")));
         };
@@ -141,6 +183,15 @@ impl GpuModel {
             true => None,
             false => Some(matrix(ctx, "lm head", &head.weights, c.vocab_size, d)?),
         };
+        // The fused step's vectors: every layer's gains, the final gain, then the biases.
+        let layers = c.num_hidden_layers;
+        let offsets = VectorOffsets {
+            attn_norm: 0,
+            ffn_norm: layers * d,
+            final_norm: 2 * layers * d,
+            biases: has_biases.then_some((2 * layers * d + d, 2 * layers * d + d + layers * (q_width + 2 * kv_width))),
+        };
+        let all_vectors = [attn_norms.concat(), ffn_norms.concat(), final_gain, qkv_biases.concat(), o_biases.concat()].concat();
         let mut model = GpuModel {
             ctx,
             hidden: d,
@@ -156,6 +207,9 @@ impl GpuModel {
             head,
             blocks,
             final_norm,
+            stacks,
+            vectors: vector(ctx, "step vectors", &all_vectors)?,
+            offsets,
             none: ctx.storage("none", &[0.0; 4])?,
             _resident: register_resident_bytes(0),
         };
@@ -168,11 +222,34 @@ impl GpuModel {
         let matrices = self.blocks.iter().flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down]);
         let vectors = self.blocks.iter().flat_map(|b| [Some(&b.attn_norm), Some(&b.ffn_norm), b.qkv_bias.as_ref(), b.o_bias.as_ref()]).flatten();
         matrices.chain([&self.embed]).chain(&self.head).map(ResidentMatrix::bytes).sum::<u64>()
-            + vectors.chain([&self.final_norm]).map(|b| b.size()).sum::<u64>()
+            + vectors.chain([&self.final_norm, &self.vectors]).map(|b| b.size()).sum::<u64>()
     }
 
     fn head(&self) -> &ResidentMatrix {
         self.head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// The model as the fused step reads it, when every kind of matrix is stacked.
+    fn step_model(&self) -> Option<StepModel<'_>> {
+        let (stacks, b) = (self.stacks.as_ref()?, self.blocks.first()?);
+        let firsts = [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down];
+        Some(StepModel {
+            layers: self.blocks.len(),
+            hidden: self.hidden,
+            intermediate: self.intermediate,
+            vocab: self.vocab,
+            epsilon: self.epsilon,
+            matrices: std::array::from_fn(|i| Stacked { first: firsts[i], stack: &stacks[i] }),
+            embed: &self.embed,
+            head: self.head.as_ref(),
+            vectors: &self.vectors,
+            offsets: self.offsets,
+        })
+    }
+
+    /// Bytes of one layer's K (or V) cache for `capacity` positions.
+    fn cache_layer_bytes(&self, capacity: usize) -> u64 {
+        (self.kv_heads * capacity * self.head_dim * 4) as u64
     }
 
     fn heads_for(&self, capacity: usize) -> Heads {
@@ -185,7 +262,7 @@ impl GpuModel {
 
     /// A new sequence's state: caches for FIRST_CAPACITY positions (they grow on demand).
     pub fn start(&self) -> Result<GpuState> {
-        self.ctx.scoped("allocating a GPU decode state", || GpuState::new(self, FIRST_CAPACITY.min(self.context_length)))
+        self.ctx.scoped("allocating a GPU decode state", || GpuState::new(self, FIRST_CAPACITY.min(self.context_length).next_multiple_of(64)))
     }
 }
 
@@ -202,11 +279,17 @@ pub struct GpuState {
     partials: wgpu::Buffer,
     h: wgpu::Buffer,
     logits: wgpu::Buffer,
-    k_caches: Vec<wgpu::Buffer>,
-    v_caches: Vec<wgpu::Buffer>,
+    /// Every layer's K (and V) cache, layer l's at l · cache_layer_bytes.
+    k_cache: wgpu::Buffer,
+    v_cache: wgpu::Buffer,
     rope: wgpu::Buffer,
-    /// Where chosen tokens come back: slot 0 for a step read at once, AHEAD_SLOT for the step
-    /// submitted ahead.
+    /// The fused step's grid barrier (arrivals, failure flag) and per-workgroup best logits.
+    grid: wgpu::Buffer,
+    best: wgpu::Buffer,
+    /// The fused step's resident workgroups; None where it is not used on this adapter.
+    workgroups: Option<usize>,
+    /// Where chosen tokens come back with the fused step's failure flag: slot 0 for a step read
+    /// at once, AHEAD_SLOT for the step submitted ahead.
     token_staging: [wgpu::Buffer; 2],
     logits_staging: wgpu::Buffer,
     /// A greedy step already submitted: it feeds the token the previous step chose (left on
@@ -216,6 +299,11 @@ pub struct GpuState {
     last_chosen: Option<u32>,
     prefill: Vec<Recorded>,
     decode: Vec<Recorded>,
+    /// The decode step as one dispatch (decoder_step.wgsl), when the model and adapter allow it
+    /// and it has not given up; else `decode` runs.
+    fused: Option<Recorded>,
+    /// Why `fused` is None.
+    unfused_reason: Option<String>,
     /// What each dispatch of the prefill and decode programs computes (for `profile`).
     prefill_labels: Vec<&'static str>,
     decode_labels: Vec<&'static str>,
@@ -244,8 +332,9 @@ impl GpuState {
         use wgpu::BufferUsages as U;
         let ctx = m.ctx;
         let f32s = |label: &str, len: usize, usage: U| ctx.empty_buffer(label, (len * 4) as u64, usage);
-        let cache_len = m.kv_heads * capacity * m.head_dim;
+        let cache_bytes = m.cache_layer_bytes(capacity) * m.blocks.len().max(1) as u64;
         let cache_usage = U::STORAGE | U::COPY_SRC | U::COPY_DST;
+        let workgroups = decoder_step::workgroups(ctx);
         let mut state = GpuState {
             len: 0,
             capacity,
@@ -257,13 +346,18 @@ impl GpuState {
             partials: f32s("attention partials", decoder::decode_partials_len(m.heads_for(capacity)), U::STORAGE)?,
             h: f32s("h", CHUNK * m.intermediate, U::STORAGE)?,
             logits: f32s("logits", m.vocab, U::STORAGE | U::COPY_SRC)?,
-            k_caches: (0..m.blocks.len()).map(|_| f32s("k cache", cache_len, cache_usage)).collect::<Result<_>>()?,
-            v_caches: (0..m.blocks.len()).map(|_| f32s("v cache", cache_len, cache_usage)).collect::<Result<_>>()?,
+            k_cache: ctx.empty_buffer("k cache", cache_bytes, cache_usage)?,
+            v_cache: ctx.empty_buffer("v cache", cache_bytes, cache_usage)?,
             rope: ctx.storage("rope", &rope_table(m, capacity))?,
+            grid: f32s("grid barrier", 4, U::STORAGE | U::COPY_SRC | U::COPY_DST)?,
+            best: f32s("best logits", 2 * workgroups.unwrap_or(1), U::STORAGE)?,
+            workgroups,
             token_staging: [f32s("token staging", 4, U::MAP_READ | U::COPY_DST)?, f32s("token staging", 4, U::MAP_READ | U::COPY_DST)?],
             logits_staging: f32s("logits staging", m.vocab, U::MAP_READ | U::COPY_DST)?,
             prefill: Vec::new(),
             decode: Vec::new(),
+            fused: None,
+            unfused_reason: None,
             prefill_labels: Vec::new(),
             decode_labels: Vec::new(),
             ahead: None,
@@ -292,7 +386,8 @@ impl GpuState {
     /// VRAM held by this sequence (caches and activations).
     pub fn bytes(&self) -> u64 {
         let buffers = [&self.step, &self.tokens, &self.x, &self.qkv, &self.attn, &self.partials, &self.h, &self.logits, &self.rope];
-        buffers.iter().map(|b| b.size()).sum::<u64>() + self.k_caches.iter().chain(&self.v_caches).map(|b| b.size()).sum::<u64>()
+        let fused = [&self.grid, &self.best, &self.k_cache, &self.v_cache];
+        buffers.iter().chain(&fused).map(|b| b.size()).sum::<u64>()
     }
 
     /// Bind every kernel of the prefill and decode programs to this state's buffers.
@@ -305,9 +400,11 @@ impl GpuState {
         let mut decode = vec![decoder::embed(ctx, &shared, &m.embed, &self.tokens, &self.x, 1)?];
         let mut labels = vec!["embedding"];
         let mut prefill_labels = vec!["embedding"];
+        let layer_bytes = m.cache_layer_bytes(self.capacity);
         for (b, block) in m.blocks.iter().enumerate() {
+            let layer = |cache| Range { buffer: cache, offset: b as u64 * layer_bytes, size: layer_bytes };
             let qkv = Product { matrices: &[&block.q, &block.k, &block.v], epilogue: Epilogue::Concat, x: &self.x, y: &self.qkv, bias: block.qkv_bias.as_ref() };
-            let attention = AttentionBuffers { qkv: &self.qkv, k_cache: &self.k_caches[b], v_cache: &self.v_caches[b], rope: &self.rope, out: &self.attn };
+            let attention = AttentionBuffers { qkv: &self.qkv, k_cache: layer(&self.k_cache), v_cache: layer(&self.v_cache), rope: &self.rope, out: &self.attn };
             let split_attention = AttentionBuffers { out: &self.partials, ..attention };
             let o = Product { matrices: &[&block.o], epilogue: Epilogue::Add, x: &self.attn, y: &self.x, bias: block.o_bias.as_ref() };
             let o_merged = Product { x: &self.partials, ..o };
@@ -342,7 +439,82 @@ impl GpuState {
         self.decode = decode;
         self.decode_labels = labels;
         self.prefill_labels = prefill_labels;
+        self.record_fused(m)
+    }
+
+    /// The fused step for the current capacity, unless the model, the adapter or the user
+    /// (`POLYVTD_GPU_STEP`) rules it out, or it already gave up.
+    fn record_fused(&mut self, m: &GpuModel) -> Result<()> {
+        self.fused = None;
+        if self.unfused_reason.as_deref().is_some_and(|why| why.starts_with(GAVE_UP)) {
+            return Ok(());
+        }
+        let heads = m.heads_for(self.capacity);
+        let reason = match (m.step_model(), self.workgroups) {
+            (_, None) if std::env::var("POLYVTD_GPU_STEP").is_ok_and(|v| v == "dispatches") => Some("POLYVTD_GPU_STEP=dispatches".to_string()),
+            (_, None) => Some(decoder_step::NOT_CHOSEN.to_string()),
+            (None, _) => Some("the layers' matrices differ in format".to_string()),
+            (Some(sm), Some(workgroups)) => match decoder_step::unsupported(m.ctx, &sm, heads) {
+                Some(why) => Some(why),
+                None => {
+                    let buffers = StepBuffers {
+                        step: &self.step,
+                        tokens: &self.tokens,
+                        grid: &self.grid,
+                        x: &self.x,
+                        qkv: &self.qkv,
+                        partials: &self.partials,
+                        hidden: &self.h,
+                        logits: &self.logits,
+                        best: &self.best,
+                        k_cache: &self.k_cache,
+                        v_cache: &self.v_cache,
+                        rope: &self.rope,
+                    };
+                    self.fused = Some(decoder_step::fused_step(m.ctx, &sm, heads, &buffers, workgroups)?);
+                    None
+                }
+            },
+        };
+        self.unfused_reason = reason;
         Ok(())
+    }
+
+    /// How decode steps run: "fused" (one dispatch) or "dispatches", and why not fused.
+    pub fn step_kind(&self) -> (&'static str, Option<&str>) {
+        match &self.fused {
+            Some(_) => ("fused", None),
+            None => ("dispatches", self.unfused_reason.as_deref()),
+        }
+    }
+
+    /// Records one decode step (one new row) into `encoder`: the fused dispatch, or the
+    /// dispatch program without its head and argmax unless `head`. The grid barrier is cleared
+    /// either way, so its failure flag reads 0 after a step that did not use it.
+    fn record_decode(&self, encoder: &mut wgpu::CommandEncoder, positions: usize, head: bool) {
+        encoder.clear_buffer(&self.grid, 0, None);
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        match &self.fused {
+            Some(fused) => fused.record(&mut pass, 1, positions),
+            None => {
+                let body = if head { &self.decode[..] } else { &self.decode[..self.decode.len() - 2] };
+                body.iter().for_each(|d| d.record(&mut pass, 1, positions));
+            }
+        }
+    }
+
+    /// Copies the chosen token and the fused step's failure flag to token staging `slot`.
+    fn copy_token(&self, encoder: &mut wgpu::CommandEncoder, slot: usize) {
+        encoder.copy_buffer_to_buffer(&self.tokens, 0, &self.token_staging[slot], 0, 4);
+        encoder.copy_buffer_to_buffer(&self.grid, 4, &self.token_staging[slot], 4, 4);
+    }
+
+    /// After a fused step gave up (its workgroups could not all be resident): the state runs
+    /// separate dispatches from now on; the step is undone so the caller can run it again.
+    fn give_up_fused(&mut self) {
+        self.fused = None;
+        self.unfused_reason = Some(format!("{GAVE_UP}: its workgroups were not all resident at once"));
+        self.len -= 1;
     }
 
     /// Makes room for `needed` positions: bigger caches (the old positions copied over), a longer
@@ -354,32 +526,28 @@ impl GpuState {
         if needed > m.context_length {
             return Err(Error::Value(format!("{needed} positions exceed the context length {}", m.context_length)));
         }
-        let capacity = (self.capacity * 2).max(needed).min(m.context_length);
+        // Whole 64-position runs keep every layer's cache range at a bindable offset.
+        let capacity = (self.capacity * 2).max(needed).min(m.context_length).next_multiple_of(64);
         let ctx = m.ctx;
         use wgpu::BufferUsages as U;
-        let cache_bytes = (m.kv_heads * capacity * m.head_dim * 4) as u64;
         let usage = U::STORAGE | U::COPY_SRC | U::COPY_DST;
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        let grow = |old: &[wgpu::Buffer], encoder: &mut wgpu::CommandEncoder| -> Result<Vec<wgpu::Buffer>> {
-            old.iter()
-                .map(|old| {
-                    let new = ctx.empty_buffer("kv cache", cache_bytes, usage)?;
-                    // Layout [kv_head][capacity][head_dim]: each head's filled rows move on their own.
-                    let row_bytes = (m.head_dim * 4) as u64;
-                    for head in 0..m.kv_heads as u64 {
-                        let from = head * self.capacity as u64 * row_bytes;
-                        let to = head * capacity as u64 * row_bytes;
-                        encoder.copy_buffer_to_buffer(old, from, &new, to, self.len as u64 * row_bytes);
-                    }
-                    Ok(new)
-                })
-                .collect()
+        let grow = |old: &wgpu::Buffer, encoder: &mut wgpu::CommandEncoder| -> Result<wgpu::Buffer> {
+            let new = ctx.empty_buffer("kv cache", m.cache_layer_bytes(capacity) * m.blocks.len().max(1) as u64, usage)?;
+            // Layout [layer][kv_head][capacity][head_dim]: each head's filled rows move on their own.
+            let row_bytes = (m.head_dim * 4) as u64;
+            for head in 0..(m.blocks.len() * m.kv_heads) as u64 {
+                let from = head * self.capacity as u64 * row_bytes;
+                let to = head * capacity as u64 * row_bytes;
+                encoder.copy_buffer_to_buffer(old, from, &new, to, self.len as u64 * row_bytes);
+            }
+            Ok(new)
         };
-        let k = grow(&self.k_caches, &mut encoder)?;
-        let v = grow(&self.v_caches, &mut encoder)?;
+        let k = grow(&self.k_cache, &mut encoder)?;
+        let v = grow(&self.v_cache, &mut encoder)?;
         ctx.queue.submit([encoder.finish()]);
-        self.k_caches = k;
-        self.v_caches = v;
+        self.k_cache = k;
+        self.v_cache = v;
         self.rope = ctx.storage("rope", &rope_table(m, capacity))?;
         self.partials = ctx.empty_buffer("attention partials", (decoder::decode_partials_len(m.heads_for(capacity)) * 4) as u64, U::STORAGE)?;
         self.capacity = capacity;
@@ -394,7 +562,7 @@ impl GpuState {
     pub fn greedy(&mut self, m: &GpuModel, ids: &[u32]) -> Result<u32> {
         m.ctx.scoped("a GPU decode step", || {
             let continues = matches!((&self.ahead, ids), (Some(a), &[id]) if a.position == self.len && self.last_chosen == Some(id));
-            let token = if continues {
+            let mut token = if continues {
                 let ahead = self.ahead.take().expect("checked above");
                 self.len += 1;
                 self.read_token(m, ahead.slot, Some(ahead.submission))?
@@ -403,6 +571,12 @@ impl GpuState {
                 self.submit(m, ids, true)?;
                 self.read_token(m, 0, None)?
             };
+            if token.is_none() {
+                self.give_up_fused();
+                self.submit(m, &ids[ids.len() - 1..], true)?;
+                token = self.read_token(m, 0, None)?;
+            }
+            let token = token.ok_or_else(|| Error::Gpu("a decode step without the fused kernel reported a grid barrier failure".into()))?;
             self.last_chosen = Some(token);
             self.submit_ahead(m)?;
             Ok(token)
@@ -414,12 +588,18 @@ impl GpuState {
         m.ctx.scoped("a GPU decode step", || {
             self.drain(m)?;
             self.submit(m, ids, false)?;
+            if ids.len() == 1 && self.read_token(m, 0, None)?.is_none() {
+                self.give_up_fused();
+                self.submit(m, ids, false)?;
+            }
             m.ctx.read_f32(&self.logits_staging, m.vocab)
         })
     }
 
-    fn read_token(&self, m: &GpuModel, slot: usize, submission: Option<wgpu::SubmissionIndex>) -> Result<u32> {
-        Ok(m.ctx.read_f32_after(&self.token_staging[slot], 1, submission)?[0].to_bits())
+    /// The token a step chose, or None when its fused kernel gave up at a grid barrier.
+    fn read_token(&self, m: &GpuModel, slot: usize, submission: Option<wgpu::SubmissionIndex>) -> Result<Option<u32>> {
+        let words = m.ctx.read_f32_after(&self.token_staging[slot], 2, submission)?;
+        Ok((words[1].to_bits() == 0).then_some(words[0].to_bits()))
     }
 
     /// Submits the greedy step feeding the last choice (still on the GPU) at position `len`,
@@ -433,13 +613,8 @@ impl GpuState {
         ctx.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[self.len as u32, 1, 0, 0]));
         let slot = AHEAD_SLOT;
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for dispatch in &self.decode {
-                dispatch.record(&mut pass, 1, self.len + 1);
-            }
-        }
-        encoder.copy_buffer_to_buffer(&self.tokens, 0, &self.token_staging[slot], 0, 4);
+        self.record_decode(&mut encoder, self.len + 1, true);
+        self.copy_token(&mut encoder, slot);
         let submission = ctx.queue.submit([encoder.finish()]);
         self.ahead = Some(Ahead { position: self.len, slot, submission });
         Ok(())
@@ -449,7 +624,11 @@ impl GpuState {
     /// rewritten by the next real step).
     fn drain(&mut self, m: &GpuModel) -> Result<()> {
         if let Some(ahead) = self.ahead.take() {
-            self.read_token(m, ahead.slot, Some(ahead.submission))?;
+            if self.read_token(m, ahead.slot, Some(ahead.submission))?.is_none() {
+                // Its results are discarded anyway; later steps run as separate dispatches.
+                self.give_up_fused();
+                self.len += 1;
+            }
         }
         Ok(())
     }
@@ -512,25 +691,26 @@ impl GpuState {
         let rows = ids.len();
         ctx.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[self.len as u32, rows as u32, 0, 0]));
         ctx.queue.write_buffer(&self.tokens, 0, bytemuck::cast_slice(ids));
-        let program = if rows == 1 { &self.decode } else { &self.prefill };
-        // The last two dispatches are the head and the argmax.
-        let (body, head) = program.split_at(program.len() - 2);
+        let positions = self.len + rows;
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        {
+        let with_head = matches!(tail, Tail::Token | Tail::Logits);
+        if rows == 1 {
+            self.record_decode(&mut encoder, positions, with_head);
+        } else {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            let positions = self.len + rows;
-            for dispatch in body {
-                dispatch.record(&mut pass, rows, positions);
-            }
-            match tail {
-                Tail::Token | Tail::Logits => head.iter().for_each(|d| d.record(&mut pass, rows, positions)),
-                Tail::Rows { head, .. } => head.record(&mut pass, rows, positions),
-                Tail::Nothing => {}
-            }
+            // The last two dispatches are the head and the argmax.
+            let body = if with_head { &self.prefill[..] } else { &self.prefill[..self.prefill.len() - 2] };
+            body.iter().for_each(|d| d.record(&mut pass, rows, positions));
+        }
+        if let Tail::Rows { head, .. } = tail {
+            head.record(&mut encoder.begin_compute_pass(&Default::default()), rows, positions);
         }
         match tail {
-            Tail::Token => encoder.copy_buffer_to_buffer(&self.tokens, 0, &self.token_staging[0], 0, 4),
-            Tail::Logits => encoder.copy_buffer_to_buffer(&self.logits, 0, &self.logits_staging, 0, (m.vocab * 4) as u64),
+            Tail::Token => self.copy_token(&mut encoder, 0),
+            Tail::Logits => {
+                encoder.copy_buffer_to_buffer(&self.logits, 0, &self.logits_staging, 0, (m.vocab * 4) as u64);
+                self.copy_token(&mut encoder, 0);
+            }
             Tail::Rows { out, staging, bytes, .. } => encoder.copy_buffer_to_buffer(out, 0, staging, 0, bytes),
             Tail::Nothing => {}
         }
@@ -570,6 +750,11 @@ impl GpuState {
             }
             let (record, total) = self.time_pass(ctx, &everything, repeats, rows)?;
             let mut times = vec![("whole step".to_string(), record, total - empty)];
+            if let (1, Some(fused)) = (rows, &self.fused) {
+                times[0].0 = "whole step as dispatches".to_string();
+                let (record, total) = self.time_fused(ctx, fused, repeats)?;
+                times.insert(0, (format!("fused step (P = {})", fused.grid.0), record, total - empty));
+            }
             for kind in kinds {
                 let members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == kind).collect();
                 let (record, total) = self.time_pass(ctx, &members, repeats, rows)?;
@@ -578,6 +763,26 @@ impl GpuState {
             times.push(("empty pass: submit + readback".to_string(), 0.0, empty));
             Ok(times)
         })
+    }
+
+    /// (µs recording, µs in all) per repeat of the fused step, each in a pass of its own after
+    /// its grid barrier is cleared.
+    fn time_fused(&self, ctx: &Context, fused: &Recorded, repeats: usize) -> Result<(f64, f64)> {
+        let started = std::time::Instant::now();
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        for _ in 0..repeats {
+            encoder.clear_buffer(&self.grid, 0, None);
+            fused.record(&mut encoder.begin_compute_pass(&Default::default()), 1, self.len + 1);
+        }
+        self.copy_token(&mut encoder, 0);
+        let commands = encoder.finish();
+        let recorded = started.elapsed().as_secs_f64();
+        ctx.queue.submit([commands]);
+        if ctx.read_f32(&self.token_staging[0], 2)?[1].to_bits() != 0 {
+            return Err(Error::Gpu(format!("{GAVE_UP} while profiling: its workgroups were not all resident at once")));
+        }
+        let per = |seconds: f64| seconds * 1e6 / repeats as f64;
+        Ok((per(recorded), per(started.elapsed().as_secs_f64())))
     }
 
     /// (µs recording, µs in all) per repeat of one pass recording the `members` of the decode

@@ -118,6 +118,19 @@ impl PyDecodeSession {
         .py()
     }
 
+    /// How this GPU sequence runs a decode step: ("fused", None) — one dispatch whose workgroups
+    /// meet at grid barriers — or ("dispatches", why not fused); ("cpu", None) on the CPU.
+    #[getter]
+    fn gpu_step(&self) -> (String, Option<String>) {
+        match &self.state.lock().unwrap().decode {
+            DecodeState::Gpu(state) => {
+                let (kind, why) = state.step_kind();
+                (kind.to_string(), why.map(str::to_string))
+            }
+            DecodeState::Cpu(_) => ("cpu".to_string(), None),
+        }
+    }
+
     /// VRAM this sequence holds on the GPU (KV caches and activations; 0 on the CPU).
     #[getter]
     fn gpu_bytes(&self) -> u64 {

@@ -1,0 +1,211 @@
+//! The fused decode step (shaders/decoder_step.wgsl): a whole greedy token step as one dispatch
+//! whose workgroups stay resident and meet at grid barriers between phases, instead of one
+//! dispatch per kernel. It reads every layer's matrices from stacks (resident.rs `Stack`) and
+//! its caches from one buffer per K and V, so a model can use it only when its layers share
+//! formats; the separate kernels (decoder.rs) remain the path for everything else.
+
+use super::cache;
+use super::context::Context;
+use super::decoder::{keys_per_split, splits, Heads};
+use super::resident::{bind_ranges, Range, Recorded, ResidentMatrix, Scale, Stack};
+use crate::error::{Error, Result};
+
+const STEP_WGSL: &str = include_str!("../../shaders/decoder_step.wgsl");
+const THREADS: usize = 256;
+/// Keys an attention work item stages at once (16: the tile shares workgroup memory with the
+/// staged vector, within WebGPU's default 16 KiB).
+const TILE: usize = 16;
+/// Spins of a grid barrier before it gives up (≈ tens of ms: far beyond any real wait, far
+/// below a driver's watchdog).
+const SPIN_LIMIT: u32 = 1 << 20;
+/// Storage buffers the kernel binds.
+const STORAGE_BINDINGS: u32 = 22;
+/// Resident workgroups on a GPU: one per compute unit of the largest GPUs we run on (an H100
+/// has 132). A GPU that cannot hold them all at once makes a barrier give up, and the sequence
+/// falls back to separate dispatches.
+const GPU_WORKGROUPS: usize = 128;
+/// Why a sequence runs separate dispatches when `workgroups` chose none.
+pub(crate) const NOT_CHOSEN: &str = "the fused step is used on NVIDIA GPUs and CPU adapters (where it was verified); \
+     set POLYVTD_GPU_STEP=fused to use it here, or =dispatches to turn it off";
+
+/// One stacked matrix kind: every layer's matrix in `stack`, formatted like `first`.
+pub(crate) struct Stacked<'a> {
+    pub first: &'a ResidentMatrix,
+    pub stack: &'a Stack,
+}
+
+/// Where each layer's RMSNorm gains and biases sit in the `vectors` buffer (in floats).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct VectorOffsets {
+    pub attn_norm: usize,
+    pub ffn_norm: usize,
+    pub final_norm: usize,
+    /// Present when the model has Q/K/V and O biases.
+    pub biases: Option<(usize, usize)>,
+}
+
+/// The model as the fused step sees it.
+pub(crate) struct StepModel<'a> {
+    pub layers: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub vocab: usize,
+    pub epsilon: f32,
+    /// q, k, v, o, gate, up, down.
+    pub matrices: [Stacked<'a>; 7],
+    pub embed: &'a ResidentMatrix,
+    /// None: tied to the embedding.
+    pub head: Option<&'a ResidentMatrix>,
+    pub vectors: &'a wgpu::Buffer,
+    pub offsets: VectorOffsets,
+}
+
+/// A sequence's buffers the step reads and writes. `grid` holds the barrier's counter and
+/// failure flag (cleared before each step); `best` 2 words per workgroup.
+pub(crate) struct StepBuffers<'a> {
+    pub step: &'a wgpu::Buffer,
+    pub tokens: &'a wgpu::Buffer,
+    pub grid: &'a wgpu::Buffer,
+    pub x: &'a wgpu::Buffer,
+    pub qkv: &'a wgpu::Buffer,
+    pub partials: &'a wgpu::Buffer,
+    pub hidden: &'a wgpu::Buffer,
+    pub logits: &'a wgpu::Buffer,
+    pub best: &'a wgpu::Buffer,
+    pub k_cache: &'a wgpu::Buffer,
+    pub v_cache: &'a wgpu::Buffer,
+    pub rope: &'a wgpu::Buffer,
+}
+
+/// Workgroups the fused step runs on this adapter, or None for separate dispatches.
+/// `POLYVTD_GPU_STEP` = `fused` or `dispatches` decides; by default the fused step runs where it
+/// was verified: NVIDIA GPUs (GPU_WORKGROUPS) and CPU adapters (one workgroup: lavapipe runs a
+/// dispatch's workgroups on its own schedule, and two of them waiting on each other at a grid
+/// barrier gave wrong results there without tripping the spin limit). `POLYVTD_STEP_WORKGROUPS`
+/// overrides the count.
+pub(crate) fn workgroups(ctx: &Context) -> Option<usize> {
+    let cpu = ctx.info.device_type == "Cpu";
+    let chosen = match std::env::var("POLYVTD_GPU_STEP").ok().as_deref() {
+        Some("dispatches") => false,
+        Some("fused") => true,
+        _ => cpu || ctx.info.name.to_uppercase().contains("NVIDIA"),
+    };
+    let requested = std::env::var("POLYVTD_STEP_WORKGROUPS").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0);
+    chosen.then(|| requested.unwrap_or(if cpu { 1 } else { GPU_WORKGROUPS }))
+}
+
+/// Words of workgroup memory the staged vector or attention tile needs.
+fn shared_floats(m: &StepModel<'_>, heads: Heads) -> usize {
+    let widest = m.hidden.max(m.intermediate).max(heads.heads * heads.head_dim);
+    (widest + widest / 32).max(TILE * (heads.head_dim + 1) + TILE * heads.head_dim)
+}
+
+/// Lanes sharing a row of width k (as decoder.rs's matvec: a power of two ≤ 32).
+fn lanes(k: usize) -> usize {
+    (k / 32).next_power_of_two().min(32)
+}
+
+/// Why this model cannot run as a fused step on this adapter, if it cannot.
+pub(crate) fn unsupported(ctx: &Context, m: &StepModel<'_>, heads: Heads) -> Option<String> {
+    let limits = &ctx.limits;
+    if limits.max_storage_buffers_per_shader_stage < STORAGE_BINDINGS {
+        return Some(format!("the adapter binds {} storage buffers per stage, the fused step {STORAGE_BINDINGS}", limits.max_storage_buffers_per_shader_stage));
+    }
+    let heads_floats = 2 * heads.heads * splits(heads.capacity) + 2 * heads.heads + 3 * heads.head_dim + TILE;
+    let bytes = 4 * (shared_floats(m, heads) + 3 * THREADS + heads_floats);
+    if bytes as u32 > limits.max_compute_workgroup_storage_size {
+        return Some(format!("the fused step needs {bytes} bytes of workgroup memory, the adapter has {}", limits.max_compute_workgroup_storage_size));
+    }
+    if (limits.max_compute_invocations_per_workgroup as usize) < THREADS || heads.head_dim > THREADS || heads.head_dim % 2 == 1 {
+        return Some("the fused step needs 256 threads per workgroup and an even head_dim ≤ 256".into());
+    }
+    None
+}
+
+/// The fused step for a sequence whose caches hold `heads.capacity` positions, on `workgroups`
+/// resident workgroups.
+pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &StepBuffers<'_>, workgroups: usize) -> Result<Recorded> {
+    if let Some(why) = unsupported(ctx, m, heads) {
+        return Err(Error::Gpu(why));
+    }
+    let [q, k, v, o, gate, up, down] = &m.matrices;
+    let words = |s: &Stacked<'_>| s.stack.stride / 4;
+    let o_ = &m.offsets;
+    let (qkv_bias, o_bias) = o_.biases.unwrap_or((0, 0));
+    let q_width = heads.heads * heads.head_dim;
+    let header = format!(
+        "const P: u32 = {workgroups}u;\nconst L: u32 = {}u;\nconst D: u32 = {}u;\nconst FF: u32 = {}u;\nconst QW: u32 = {q_width}u;\n\
+         const KVW: u32 = {}u;\nconst HEADS: u32 = {}u;\nconst KVH: u32 = {}u;\nconst HD: u32 = {}u;\nconst VOCAB: u32 = {}u;\n\
+         const CAP: u32 = {}u;\nconst KC: u32 = {}u;\nconst S_MAX: u32 = {}u;\nconst TILE: u32 = {TILE}u;\nconst SHM: u32 = {}u;\n\
+         const LANES_D: u32 = {}u;\nconst LANES_QW: u32 = {}u;\nconst LANES_FF: u32 = {}u;\nconst HAS_BIAS: u32 = {}u;\n\
+         const EPS: f32 = {:e};\nconst SCALE: f32 = {:e};\nconst SPIN_LIMIT: u32 = {SPIN_LIMIT}u;\n\
+         const Q_STRIDE: u32 = {}u;\nconst K_STRIDE: u32 = {}u;\nconst V_STRIDE: u32 = {}u;\nconst O_STRIDE: u32 = {}u;\n\
+         const GATE_STRIDE: u32 = {}u;\nconst UP_STRIDE: u32 = {}u;\nconst DOWN_STRIDE: u32 = {}u;\n\
+         const ATTN_NORM_AT: u32 = {}u;\nconst FFN_NORM_AT: u32 = {}u;\nconst FINAL_NORM_AT: u32 = {}u;\n\
+         const QKV_BIAS_AT: u32 = {qkv_bias}u;\nconst O_BIAS_AT: u32 = {o_bias}u;\n\
+         fn head_row_dot(row: u32, blk: u32, blocks: u32) -> f32 {{ return {}_block_dot(row, blk, blocks, 0u); }}\n",
+        m.layers,
+        m.hidden,
+        m.intermediate,
+        heads.kv_heads * heads.head_dim,
+        heads.heads,
+        heads.kv_heads,
+        heads.head_dim,
+        m.vocab,
+        heads.capacity,
+        keys_per_split(heads.capacity),
+        splits(heads.capacity),
+        shared_floats(m, heads),
+        lanes(m.hidden),
+        lanes(q_width),
+        lanes(m.intermediate),
+        o_.biases.is_some() as u32,
+        m.epsilon,
+        (1.0 / (heads.head_dim as f64).sqrt()) as f32,
+        words(q),
+        words(k),
+        words(v),
+        words(o),
+        words(gate),
+        words(up),
+        words(down),
+        o_.attn_norm,
+        o_.ffn_norm,
+        o_.final_norm,
+        if m.head.is_some() { "head" } else { "emb" },
+    );
+    let names = ["wq", "wk", "wv", "wo", "wgate", "wup", "wdown"];
+    let mut sources: Vec<String> = m.matrices.iter().zip(names).zip(14u32..).map(|((s, name), binding)| s.first.source(name, binding, true)).collect();
+    sources.push(m.embed.source("emb", 21, true));
+    if let Some(head) = m.head {
+        sources.push(head.source("head", 22, true));
+    }
+    let key: Vec<String> = m.matrices.iter().map(|s| s.first.format_key()).chain([m.embed.format_key()]).chain(m.head.map(|h| h.format_key())).collect();
+    let mut parts: Vec<&str> = sources.iter().map(String::as_str).collect();
+    parts.push(STEP_WGSL);
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_step", format!("{header}// {}\n", key.join(",")), &parts)?;
+
+    let w = Range::whole;
+    let mut entries = vec![
+        (1, w(b.step)),
+        (2, w(b.tokens)),
+        (3, w(b.grid)),
+        (4, w(b.x)),
+        (5, w(b.qkv)),
+        (6, w(b.partials)),
+        (7, w(b.hidden)),
+        (8, w(b.logits)),
+        (9, w(b.best)),
+        (10, w(b.k_cache)),
+        (11, w(b.v_cache)),
+        (12, w(b.rope)),
+        (13, w(m.vectors)),
+    ];
+    entries.extend(m.matrices.iter().zip(14u32..).map(|(s, binding)| (binding, w(&s.stack.buffer))));
+    entries.push((21, m.embed.range()));
+    if let Some(head) = m.head {
+        entries.push((22, head.range()));
+    }
+    let group = bind_ranges(ctx, &pipeline, &entries);
+    Ok(Recorded { pipeline, group, grid: (workgroups as u32, 1, 1), scale: Scale::Fixed })
+}
