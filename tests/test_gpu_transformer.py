@@ -139,7 +139,8 @@ def test_the_profile_names_every_kind_of_dispatch(checkpoints):
     times = session.gpu_profile(2)
     labels = [name for name, _, _ in times]
     layers = cfg["num_hidden_layers"]
-    assert labels[:2] == ["fused step (P = 1)", "whole step as dispatches"]
+    # P: the fused step's resident workgroups (1 on a CPU adapter such as lavapipe, 128 on NVIDIA).
+    assert labels[0].startswith("fused step (P = ") and labels[1] == "whole step as dispatches"
     assert f"attention ×{layers}" in labels and "argmax ×1" in labels
     assert all(record >= 0 and np.isfinite(total) for _, record, total in times)
     prefill = [name for name, _, _ in session.gpu_profile(2, rows=7)]
