@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _core
 from ._arrays import non_negative
+from ._progress import epoch_reporter
 from .errors import InputError, SpecError
 
 SpecLike = Union[dict, str, "os.PathLike[str]"]
@@ -241,20 +242,7 @@ class VolumetricNetwork:
         unknown = set(sched) - {"type", "step_size", "gamma", "warmup_steps", "min_lr"}
         if unknown:
             raise InputError(f"unknown schedule options {sorted(unknown)}")
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=int(epochs), desc="train", unit="epoch")
-
-        def report(epoch, epoch_loss, seconds):
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{epoch_loss:.4g}")
-            if on_epoch is not None:
-                on_epoch(epoch, epoch_loss, seconds)
-
-        try:
+        with epoch_reporter("train", epochs, progress, on_epoch) as report:
             return self._net.train(
                 inputs, t, int(epochs), float(lr), int(batch_size), loss, optimizer, float(momentum),
                 float(betas[0]), float(betas[1]), float(eps), weight_decay, clip_norm,
@@ -262,9 +250,6 @@ class VolumetricNetwork:
                 int(sched.get("warmup_steps", 0)), float(sched.get("min_lr", 0.0)), mode, int(seed),
                 bool(shuffle), report,
             )
-        finally:
-            if bar is not None:
-                bar.close()
 
     def _targets(self, targets, loss: str, inputs):
         """Class indices become one-hot along the output's last axis for cross-entropy; a 1-D

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _core
 from ._arrays import non_negative
+from ._progress import epoch_reporter
 from .errors import InputError
 from .network import VolumetricNetwork
 
@@ -161,28 +162,12 @@ class Systolic:
         truncated BPTT). A NaN/inf loss or gradient stops training with the last good weights
         (``result.stopped_early`` says why)."""
         non_negative(epochs=epochs)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=int(epochs), desc="bptt", unit="epoch")
-
-        def report(epoch, epoch_loss, seconds):
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{epoch_loss:.4g}")
-            if on_epoch is not None:
-                on_epoch(epoch, epoch_loss, seconds)
-
         steps = _indices("target_steps", target_steps)
-        try:
+        with epoch_reporter("bptt", epochs, progress, on_epoch) as report:
             return self._mesh.train_bptt(
                 inputs, targets, steps, int(epochs), float(lr), loss, optimizer, float(momentum),
                 float(betas[0]), float(betas[1]), float(eps), weight_decay, clip_norm, bool(reset), report,
             )
-        finally:
-            if bar is not None:
-                bar.close()
 
     def __repr__(self) -> str:
         return repr(self._mesh)
