@@ -68,7 +68,8 @@ class Systolic:
         return [self.step(x) for x in np.asarray(inputs, dtype=np.float32)]
 
     def reset(self) -> None:
-        """Forget every buffer, the input and the history; the cycle count restarts at 0."""
+        """Forget every buffer, the input, the history and the target-propagation momentum; the
+        cycle count restarts at 0."""
         self._mesh.reset()
 
     @property
@@ -134,6 +135,39 @@ class Systolic:
         captured cycle) or [K, batch, *out] (the last K captured cycles, or ``cycles``).
         Cycles before the captured window count as constants (truncated BPTT)."""
         return self._mesh.backward(target_or_grad, loss, _indices("cycles", cycles))
+
+    def step_targetprop(self, target, *, x=None, lr: Optional[float] = None, config=None) -> Optional[float]:
+        """Online learning without backprop through time: set the input to ``x`` (if given), run
+        one clock cycle, then let every cell that computed in it take a target-propagation step
+        from what it consumed and produced, the output compared with ``target`` ([batch, *out]).
+        Returns the output's MSE before the update, or None while data has not reached the
+        output (nothing learns yet).
+
+        A cell's target comes back from the cells that read its output within the cycle list;
+        what it read over a feedback link counts as external. Gaps are exact in steady state
+        (an input held for as many cycles as the path is long). ``config`` (TargetPropConfig,
+        dict of its fields, None) defaults to true target propagation (``use_chain_rule=False``,
+        as the reference); a different config starts fresh momentum; the whole mesh batch is one
+        update. ``lr`` defaults to the config's ``learning_rate``. A non-finite loss or weight
+        leaves the weights unchanged (``targetprop_stopped`` says why)."""
+        if x is not None:
+            self._mesh.set_input(x)
+        return self._mesh.step_targetprop(target, lr, config)
+
+    @property
+    def targetprop_config(self) -> Optional["_core.TargetPropConfig"]:
+        """The config of the mesh's target propagation (None before the first step_targetprop)."""
+        return self._mesh.targetprop_config
+
+    @property
+    def targetprop_links(self) -> list:
+        """Budgets, gaps and gating of every layer call of the last step_targetprop update."""
+        return self._mesh.targetprop_links
+
+    @property
+    def targetprop_stopped(self) -> Optional[str]:
+        """Why the last step_targetprop left the weights unchanged (None: it updated)."""
+        return self._mesh.targetprop_stopped
 
     def train_bptt(
         self,

@@ -1,17 +1,20 @@
 //! Systolic for Python: the clock-stepped mesh over a Network (polyvtd/systolic.py wraps it).
 //! A mesh runs one call at a time; a call made while another runs (from an on_epoch callback or
-//! another thread) is refused instead of deadlocking (the reference's quirk 26).
+//! another thread) is refused instead of deadlocking (the reference's quirk 26). The mesh keeps
+//! its own target-propagation state for `step_targetprop` (online learning, bridge.rs).
 
 use super::arrays::{batch, batched, check_finite, contiguous_f32, to_numpy};
 use super::errors::{guarded, to_py, IntoPyResult};
 use super::layer::zero_filled;
 use super::network::{PyNetwork, PyTrainingResult};
+use super::targetprop::{config_of, link_dicts, PyTargetPropConfig};
 use crate::error::{Error, Result};
 use crate::kernels::Schedule;
 use crate::layers::sum_gradients;
 use crate::network::{Coord, VolumetricNetwork};
 use crate::systolic::train::{BpttConfig, Episode};
 use crate::systolic::{Buffer, Systolic};
+use crate::targetprop::{TargetProp, TargetPropConfig};
 use crate::train::{EpochReport, Loss, OptimConfig, OptimizerKind};
 use numpy::{PyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -25,7 +28,21 @@ pub struct PySystolic {
     net: Py<PyNetwork>,
     mesh: Mutex<Systolic>,
     schedule: Schedule,
+    /// Locked only while the mesh's lock is held.
+    learner: Mutex<Learner>,
 }
+
+/// The mesh's target propagation: created by the first `step_targetprop` (its momentum carries
+/// across cycles), and why its last update stopped early.
+#[derive(Default)]
+struct Learner {
+    tp: Option<TargetProp>,
+    stopped: Option<String>,
+}
+
+/// The bridge's default, as the reference's StepApplyTween: true target propagation (a feedback
+/// loop has no chain of derivatives to follow within one cycle).
+const MESH_TARGETPROP: TargetPropConfig = TargetPropConfig { use_chain_rule: false, ..TargetPropConfig::DEFAULT };
 
 fn busy() -> PyErr {
     to_py(Error::Value(
@@ -92,7 +109,7 @@ impl PySystolic {
     fn new(net: Py<PyNetwork>, history: usize, mode: &str) -> PyResult<Self> {
         let schedule = Schedule::parse(mode).py()?;
         let mesh = Systolic::new(&net.get().grid().read().unwrap(), history);
-        Ok(PySystolic { net, mesh: Mutex::new(mesh), schedule })
+        Ok(PySystolic { net, mesh: Mutex::new(mesh), schedule, learner: Mutex::default() })
     }
 
     /// Present `x` ([batch, *sample], or one sample) to the first cell from the next cycle on.
@@ -147,9 +164,69 @@ impl PySystolic {
         Ok(out)
     }
 
+    /// Forget every buffer, the input, the history and the target-propagation momentum.
     fn reset(&self) -> PyResult<()> {
-        self.mesh()?.reset();
+        let mut mesh = self.mesh()?;
+        mesh.reset();
+        *self.learner.lock().unwrap() = Learner::default();
         Ok(())
+    }
+
+    /// One clock cycle, then target propagation of every cell from what it consumed and
+    /// produced in it, the output compared with `target` ([batch, *out]). Returns the output's
+    /// mean squared error before the update, or None while data has not reached the output.
+    /// `config` (TargetPropConfig, dict, None) replaces the mesh's state when it differs.
+    #[pyo3(signature = (target, lr = None, config = None))]
+    fn step_targetprop(&self, py: Python<'_>, target: &Bound<'_, PyAny>, lr: Option<f32>, config: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
+        let target = contiguous_f32(target, "target")?;
+        let (data, _, shape) = batch(&target, "target").py()?;
+        check_finite(data, shape.iter().product(), "target").py()?;
+        let mut mesh = self.mesh()?;
+        let mut learner = self.learner.lock().unwrap();
+        let config = match (config, &learner.tp) {
+            (None, Some(tp)) => tp.config,
+            (config, _) => config_of(config, MESH_TARGETPROP)?,
+        };
+        // A new config starts fresh state, kept only if the call succeeds (a failed call changes nothing).
+        let (mut tp, reused) = match learner.tp.take() {
+            Some(tp) if tp.config == config => (tp, true),
+            previous => {
+                learner.tp = previous;
+                (TargetProp::new(config).py()?, false)
+            }
+        };
+        let net = self.net();
+        let (mesh, schedule) = (&mut *mesh, self.schedule);
+        let result = py.detach(|| guarded(|| mesh.step_targetprop(&net, &mut tp, data, lr, schedule)));
+        if reused || result.is_ok() {
+            learner.tp = Some(tp);
+        }
+        let report = result.py()?;
+        learner.stopped = report.as_ref().and_then(|r| r.stopped.clone());
+        Ok(report.map(|r| r.loss))
+    }
+
+    /// The config of the mesh's target propagation (None before the first step_targetprop).
+    #[getter]
+    fn targetprop_config(&self) -> PyResult<Option<PyTargetPropConfig>> {
+        let _mesh = self.mesh()?;
+        Ok(self.learner.lock().unwrap().tp.as_ref().map(|tp| PyTargetPropConfig { inner: tp.config }))
+    }
+
+    /// Every layer call of the last step_targetprop update: dicts with coord, path, type,
+    /// budget, gap and gated.
+    #[getter]
+    fn targetprop_links<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let _mesh = self.mesh()?;
+        let learner = self.learner.lock().unwrap();
+        link_dicts(py, learner.tp.as_ref().map_or(&[], |tp| tp.links()))
+    }
+
+    /// Why the last step_targetprop left the weights unchanged (a non-finite loss or weight).
+    #[getter]
+    fn targetprop_stopped(&self) -> PyResult<Option<String>> {
+        let _mesh = self.mesh()?;
+        Ok(self.learner.lock().unwrap().stopped.clone())
     }
 
     /// Cycles run since creation or the last reset.

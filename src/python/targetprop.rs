@@ -190,15 +190,16 @@ fn native_network(net: &Bound<'_, PyAny>) -> PyResult<Py<PyNetwork>> {
     }
 }
 
-fn config_of(config: Option<&Bound<'_, PyAny>>) -> PyResult<TargetPropConfig> {
+/// `config` (a TargetPropConfig, a dict of fields changed from `base`, or None for `base`).
+pub(crate) fn config_of(config: Option<&Bound<'_, PyAny>>, base: TargetPropConfig) -> PyResult<TargetPropConfig> {
     match config {
-        None => Ok(D),
-        Some(c) if c.is_none() => Ok(D),
+        None => Ok(base),
+        Some(c) if c.is_none() => Ok(base),
         Some(c) => {
             if let Ok(cfg) = c.cast::<PyTargetPropConfig>() {
                 Ok(cfg.get().inner)
             } else if let Ok(d) = c.cast::<PyDict>() {
-                with_changes(D, d)
+                with_changes(base, d)
             } else {
                 Err(pyo3::exceptions::PyTypeError::new_err(format!(
                     "config must be a TargetPropConfig, a dict or None, got {}",
@@ -210,6 +211,23 @@ fn config_of(config: Option<&Bound<'_, PyAny>>) -> PyResult<TargetPropConfig> {
 }
 
 type Array<'py> = Bound<'py, PyArrayDyn<f32>>;
+
+/// Layer calls of an update as dicts: coord, path, type, budget, gap, gated.
+pub(crate) fn link_dicts<'py>(py: Python<'py>, links: &[crate::targetprop::Link]) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    links
+        .iter()
+        .map(|l| {
+            let d = PyDict::new(py);
+            d.set_item("coord", (l.coord.z, l.coord.y, l.coord.x, l.coord.l))?;
+            d.set_item("path", &l.path)?;
+            d.set_item("type", l.kind)?;
+            d.set_item("budget", l.budget)?;
+            d.set_item("gap", l.gap)?;
+            d.set_item("gated", l.gated)?;
+            Ok(d)
+        })
+        .collect()
+}
 
 impl PyTargetProp {
     /// One `step` with the arrays checked and the GIL released.
@@ -268,7 +286,7 @@ impl PyTargetProp {
     #[pyo3(signature = (net, config = None))]
     fn new(net: &Bound<'_, PyAny>, config: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let net = native_network(net)?;
-        let state = TargetProp::new(config_of(config)?).py()?;
+        let state = TargetProp::new(config_of(config, D)?).py()?;
         Ok(PyTargetProp { net, state: Mutex::new(state), stopped: Mutex::new(None) })
     }
 
@@ -334,21 +352,7 @@ impl PyTargetProp {
     /// gap and gated (budget below min_budget: no update).
     #[getter]
     fn links<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let state = self.state.lock().unwrap();
-        state
-            .links()
-            .iter()
-            .map(|l| {
-                let d = PyDict::new(py);
-                d.set_item("coord", (l.coord.z, l.coord.y, l.coord.x, l.coord.l))?;
-                d.set_item("path", &l.path)?;
-                d.set_item("type", l.kind)?;
-                d.set_item("budget", l.budget)?;
-                d.set_item("gap", l.gap)?;
-                d.set_item("gated", l.gated)?;
-                Ok(d)
-            })
-            .collect()
+        link_dicts(py, self.state.lock().unwrap().links())
     }
 
     /// The forward capture of the last update: {(z, y, x, l): output [batch, *shape]} for every

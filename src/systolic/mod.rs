@@ -2,7 +2,8 @@
 //! that, once per clock cycle, computes from what its sources held after the previous cycle and
 //! writes a fresh buffer (double buffering), so data advances one cell per cycle and remote
 //! links to a cell at or after the reader close loops across cycles. Backprop through the
-//! captured cycles is in bptt.rs, the training loop in train.rs.
+//! captured cycles is in bptt.rs, the training loop in train.rs, online target propagation in
+//! bridge.rs.
 //!
 //! Rules (route.rs): a cell reads its remote link target's output, else the previous occupied
 //! coordinate's, else (the first cell) the external input, which stays as set until set again.
@@ -11,6 +12,7 @@
 //! produces nothing; a Residual with only a skip counts its missing input as zeros.
 
 pub mod bptt;
+pub mod bridge;
 pub mod history;
 pub mod route;
 pub mod train;

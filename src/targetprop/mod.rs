@@ -32,6 +32,7 @@
 //! report them afterwards. The gap pushed back from a coordinate's input becomes the target of
 //! its source's output, which is exact once the mesh is in steady state (the input held for as
 //! many cycles as the path is long), as in the reference's StepApplyTween.
+//! `Systolic::step_targetprop` (systolic/bridge.rs) builds that list from a clock cycle.
 
 mod config;
 mod mesh;
