@@ -78,3 +78,10 @@ def test_numpy_peers_match_our_layers():
         ours = layer.forward(x)
         peer = case.numpy_forward(x, [p.master for p in layer.parameters])
         assert np.allclose(ours, peer, rtol=1e-4, atol=1e-4), case.name
+
+
+def test_beyond_suite_reports_persistence_and_steps(capsys):
+    assert bench.main(["beyond", "--no-welvet", "--budget", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "Persistence JSON of the MLP" in out and "| int4 |" in out
+    assert "target propagation step, true targets" in out and "one clock cycle" in out

@@ -249,6 +249,12 @@ def _llm(args) -> None:
     bench_llm.run(args, _table)
 
 
+def _beyond(args) -> None:
+    from . import bench_beyond
+
+    bench_beyond.run(args)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m polyvtd.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -278,8 +284,11 @@ def main(argv=None) -> int:
     llm.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every engine")
     llm.add_argument("--rounds", type=int, default=3, help="fresh processes per engine, alternating")
     llm.add_argument("--repeats", type=int, default=2, help="prompt + generation runs per process")
+    beyond = sub.add_parser("beyond", help="persistence JSON, target propagation and mesh cycles vs welvet")
+    beyond.add_argument("--no-welvet", action="store_true", help="skip the reference engine even if installed")
+    beyond.add_argument("--budget", type=float, default=0.4, help="seconds of repeats per figure")
     args = parser.parse_args(argv)
-    {"dense": dense, "gpu": gpu, "layers": layers, "llm": _llm}[args.suite](args)
+    {"dense": dense, "gpu": gpu, "layers": layers, "llm": _llm, "beyond": _beyond}[args.suite](args)
     return 0
 
 
