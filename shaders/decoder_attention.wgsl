@@ -27,6 +27,10 @@ var<workgroup> ks: array<f32, TILE * ROW>;
 var<workgroup> vs: array<f32, TILE * HD>;
 var<workgroup> scores: array<f32, TILE>;
 
+fn tile_v(j: u32, d: u32) -> f32 {
+    return vs[j * HD + d];
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = group.x;

@@ -3,7 +3,7 @@
 // front and the next operation fused behind (MODE): 0 store (+ bias), 1 add into y (+ bias: the
 // residual), 2 SwiGLU: y = silu(a·x)·(b·x), 3 the concatenated [a; b; c]·x + bias (Q, K, V).
 // In front: with COMBINE, x is the split attention's partial softmaxes
-// (decoder_attention_decode.wgsl), merged here; with NORM, x is RMS-normalised with gain γ.
+// (decoder_attention_decode.wgsl), merged by shaders/merge_splits.wgsl; with NORM, x is RMS-normalised with gain γ.
 // LANES (a power of two) threads share a row, each taking blocks lane, lane + LANES, …; ROWS
 // rows at a time, REPEAT times per workgroup (amortising the prologue over more rows).
 // x is row `step.count − 1` of its buffer when last_row (a prefill's last position), else row 0.
@@ -34,18 +34,12 @@ const BLOCKS: u32 = K / 32u;
 const X_ITERS: u32 = (K + WG - 1u) / WG;
 const BLOCK_ITERS: u32 = (BLOCKS + LANES - 1u) / LANES;
 const HEADS: u32 = K / HD;
-const PAIRS: u32 = HEADS * S_MAX;
-const PAIR_ITERS: u32 = (PAIRS + WG - 1u) / WG;
 
 // x, with one pad after every 32 values: lanes reading the same offset of different blocks hit
 // different banks.
 var<workgroup> xs: array<f32, K + K / 32u>;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_b: array<f32, WG>;
-var<workgroup> split_max: array<f32, PAIRS>;
-var<workgroup> split_sum: array<f32, PAIRS>;
-var<workgroup> head_max: array<f32, HEADS>;
-var<workgroup> head_sum: array<f32, HEADS>;
 
 fn xs_at(i: u32) -> f32 {
     return xs[i + i / 32u];
@@ -74,44 +68,9 @@ fn workgroup_total(lid: u32, value: f32) -> f32 {
     return total;
 }
 
-// The split attention's partials merged into xs: every (head, split)'s maximum and sum staged,
-// each head's overall maximum and rescaled sum, then each element's rescaled Σ over the splits.
-fn merge_splits(lid: u32, splits: u32) {
-    for (var i = 0u; i < PAIR_ITERS; i++) {
-        let pair = lid + i * WG;
-        if (pair < PAIRS) {
-            let at = pair * (HD + 2u);
-            split_max[pair] = x[at + HD];
-            split_sum[pair] = x[at + HD + 1u];
-        }
-    }
-    workgroupBarrier();
-    if (lid < HEADS) {
-        var m = -3.4028235e38;
-        for (var s = 0u; s < splits; s++) {
-            m = max(m, split_max[lid * S_MAX + s]);
-        }
-        var l = 0.0;
-        for (var s = 0u; s < splits; s++) {
-            l += split_sum[lid * S_MAX + s] * exp(split_max[lid * S_MAX + s] - m);
-        }
-        head_max[lid] = m;
-        head_sum[lid] = l;
-    }
-    workgroupBarrier();
-    for (var i = 0u; i < X_ITERS; i++) {
-        let e = lid + i * WG;
-        if (e < K) {
-            let h = e / HD;
-            var acc = 0.0;
-            for (var s = 0u; s < S_MAX; s++) {
-                if (s < splits) {
-                    acc += x[(h * S_MAX + s) * (HD + 2u) + e % HD] * exp(split_max[h * S_MAX + s] - head_max[h]);
-                }
-            }
-            set_xs(e, acc / head_sum[h]);
-        }
-    }
+// The split attention's partials, for merge_splits (shaders/merge_splits.wgsl): x holds them.
+fn partial_at(i: u32) -> f32 {
+    return x[i];
 }
 
 @compute @workgroup_size(WG)

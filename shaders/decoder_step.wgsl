@@ -4,7 +4,9 @@
 // final argmax), meeting at a grid barrier between phases instead of ending one dispatch and
 // starting the next. Each phase hands its work items ("groups") out round-robin: workgroup w
 // takes groups w, w + P, …, so a phase computes exactly what the separate kernels
-// (decoder_matvec.wgsl, decoder_attention_decode.wgsl, decoder_argmax.wgsl) compute.
+// (decoder_matvec.wgsl, decoder_attention_decode.wgsl, decoder_argmax.wgsl) compute; the
+// attention work item and the merge of its splits are their very functions
+// (split_attention.wgsl, merge_splits.wgsl, online_softmax.wgsl, prepended by the host).
 //
 // The grid barrier: every thread's storage writes are released at device scope
 // (storageBarrier), then thread 0 counts its workgroup in and spins on the counter until all P
@@ -41,12 +43,7 @@
 
 const WG: u32 = 256u;
 const QKVW: u32 = QW + 2u * KVW;
-const HALF: u32 = HD / 2u;
 const ROW: u32 = HD + 1u;
-const PAIRS: u32 = HEADS * S_MAX;
-const PARTS: u32 = WG / TILE;
-const PART_DIMS: u32 = (HD + PARTS - 1u) / PARTS;
-const LOAD_ITERS: u32 = (TILE * HD + WG - 1u) / WG;
 
 // The staged input vector (one pad every 32 values against bank conflicts) of a product, or an
 // attention tile's keys (TILE × ROW) and values (TILE × HD).
@@ -55,14 +52,6 @@ var<workgroup> red: array<f32, WG>;
 var<workgroup> red_b: array<f32, WG>;
 // Indices of the argmax reduction (a u32 bit-cast to f32 may be flushed as a subnormal).
 var<workgroup> red_index: array<u32, WG>;
-var<workgroup> split_max: array<f32, PAIRS>;
-var<workgroup> split_sum: array<f32, PAIRS>;
-var<workgroup> head_max: array<f32, HEADS>;
-var<workgroup> head_sum: array<f32, HEADS>;
-var<workgroup> qs: array<f32, HD>;
-var<workgroup> k_new: array<f32, HD>;
-var<workgroup> v_new: array<f32, HD>;
-var<workgroup> scores: array<f32, TILE>;
 
 var<private> lid: u32;
 var<private> barriers: u32 = 0u;
@@ -210,159 +199,31 @@ fn phase_qkv(l: u32, wg: u32) {
     }
 }
 
-// The half-split RoPE rotation of pair i of the head at qkv[at..at + HD], for position pos.
-fn rotated(at: u32, pos: u32, i: u32) -> vec2<f32> {
-    let cs = rope[pos * HALF + i];
-    let a = qkv_at(at + i);
-    let b = qkv_at(at + i + HALF);
-    return vec2<f32>(a * cs.x - b * cs.y, a * cs.y + b * cs.x);
+// The attention tile (shaders/split_attention.wgsl) in shm: keys TILE × ROW, then values.
+fn set_tile(j: u32, d: u32, k: f32, v: f32) {
+    shm[j * ROW + d] = k;
+    shm[TILE * ROW + j * HD + d] = v;
 }
 
-// decoder_attention_decode.wgsl's (head, split) work item, the tile in shm.
-fn attend(l: u32, h: u32, split: u32, pos: u32) {
-    let first = split * KC;
-    let end = min(first + KC, pos + 1u);
-    let per_group = HEADS / KVH;
-    let kv_head = h / per_group;
-    let cache_head = (l * KVH + kv_head) * CAP * HD;
-    let holds_new = end == pos + 1u;
-    if (lid < HALF) {
-        let q = rotated(h * HD, pos, lid);
-        qs[lid] = q.x;
-        qs[lid + HALF] = q.y;
-        if (holds_new) {
-            let k = rotated((HEADS + kv_head) * HD, pos, lid);
-            k_new[lid] = k.x;
-            k_new[lid + HALF] = k.y;
-        }
-    }
-    if (holds_new && lid < HD) {
-        v_new[lid] = qkv_at((HEADS + KVH + kv_head) * HD + lid);
-    }
-    workgroupBarrier();
-    if (holds_new && h % per_group == 0u && lid < HD) {
-        k_cache[cache_head + pos * HD + lid] = k_new[lid];
-        v_cache[cache_head + pos * HD + lid] = v_new[lid];
-    }
-    var m = -3.4028235e38;
-    var l_sum = 0.0;
-    var acc = 0.0;
-    for (var t0 = first; t0 < end; t0 += TILE) {
-        for (var i = 0u; i < LOAD_ITERS; i++) {
-            let e = lid + i * WG;
-            let j = e / HD;
-            let d = e % HD;
-            let key = t0 + j;
-            var k = 0.0;
-            var v = 0.0;
-            if (e < TILE * HD) {
-                if (key == pos) {
-                    k = k_new[d];
-                    v = v_new[d];
-                } else if (key < end) {
-                    k = k_cache[cache_head + key * HD + d];
-                    v = v_cache[cache_head + key * HD + d];
-                }
-                shm[j * ROW + d] = k;
-                shm[TILE * ROW + e] = v;
-            }
-        }
-        workgroupBarrier();
-        let key = lid / PARTS;
-        var dot = 0.0;
-        for (var i = 0u; i < PART_DIMS; i++) {
-            let d = (lid % PARTS) * PART_DIMS + i;
-            if (d < HD) {
-                dot += qs[d] * shm[key * ROW + d];
-            }
-        }
-        red[lid] = dot;
-        workgroupBarrier();
-        if (lid < TILE) {
-            var s = -3.4028235e38;
-            if (t0 + lid < end) {
-                var total = 0.0;
-                for (var i = 0u; i < PARTS; i++) {
-                    total += red[lid * PARTS + i];
-                }
-                s = total * SCALE;
-            }
-            scores[lid] = s;
-        }
-        workgroupBarrier();
-        // The online softmax (shaders/online_softmax.wgsl's fold, values at shm[TILE·ROW..]).
-        let count = min(TILE, end - t0);
-        var tile_max = m;
-        for (var j = 0u; j < count; j++) {
-            tile_max = max(tile_max, scores[j]);
-        }
-        let correction = exp(m - tile_max);
-        l_sum *= correction;
-        acc *= correction;
-        for (var j = 0u; j < count; j++) {
-            let weight = exp(scores[j] - tile_max);
-            l_sum += weight;
-            if (lid < HD) {
-                acc += weight * shm[TILE * ROW + j * HD + lid];
-            }
-        }
-        m = tile_max;
-        workgroupBarrier();
-    }
-    let out = (h * S_MAX + split) * (HD + 2u);
-    if (lid < HD) {
-        set_partial(out + lid, acc);
-        if (lid == 0u) {
-            set_partial(out + HD, m);
-            set_partial(out + HD + 1u, l_sum);
-        }
-    }
+fn tile_k(j: u32, d: u32) -> f32 {
+    return shm[j * ROW + d];
+}
+
+fn tile_v(j: u32, d: u32) -> f32 {
+    return shm[TILE * ROW + j * HD + d];
 }
 
 fn phase_attention(l: u32, wg: u32) {
     let pos = step[0];
     let splits = pos / KC + 1u;
     for (var g = wg; g < HEADS * splits; g += P) {
-        attend(l, g / splits, g % splits, pos);
+        attend_split(g / splits, g % splits, pos, HEADS, KVH, CAP, l * KVH * CAP * HD, SCALE, lid);
     }
-}
-
-// The attention splits' partials merged into the staged vector (decoder_matvec.wgsl's
-// merge_splits).
-fn stage_merged_attention() {
-    let splits = step[0] / KC + 1u;
-    for (var pair = lid; pair < PAIRS; pair += WG) {
-        let at = pair * (HD + 2u);
-        split_max[pair] = partial_at(at + HD);
-        split_sum[pair] = partial_at(at + HD + 1u);
-    }
-    workgroupBarrier();
-    if (lid < HEADS) {
-        var m = -3.4028235e38;
-        for (var s = 0u; s < splits; s++) {
-            m = max(m, split_max[lid * S_MAX + s]);
-        }
-        var total = 0.0;
-        for (var s = 0u; s < splits; s++) {
-            total += split_sum[lid * S_MAX + s] * exp(split_max[lid * S_MAX + s] - m);
-        }
-        head_max[lid] = m;
-        head_sum[lid] = total;
-    }
-    workgroupBarrier();
-    for (var e = lid; e < QW; e += WG) {
-        let h = e / HD;
-        var acc = 0.0;
-        for (var s = 0u; s < splits; s++) {
-            acc += partial_at((h * S_MAX + s) * (HD + 2u) + e % HD) * exp(split_max[h * S_MAX + s] - head_max[h]);
-        }
-        set_xs(e, acc / head_sum[h]);
-    }
-    workgroupBarrier();
 }
 
 fn phase_o(l: u32, wg: u32) {
-    stage_merged_attention();
+    merge_splits(lid, step[0] / KC + 1u);
+    workgroupBarrier();
     wo_base = l * O_STRIDE;
     let rows_per = WG / LANES_QW;
     let lane = lid % LANES_QW;

@@ -1,6 +1,6 @@
 // shaders/online_softmax.wgsl — one step of an online (streaming) softmax-weighted sum, shared by
-// the attention kernels: folds the `count` scores of the tile staged in `scores` (values in `vs`,
-// HD per key) into the running maximum m, sum l and output element acc of thread lid (< HD),
+// the attention kernels: folds the `count` scores of the tile staged in `scores` (values read
+// through the including kernel's tile_v(j, d)) into the running maximum m, sum l and output element acc of thread lid (< HD),
 // rescaling what was folded before to the new maximum.
 
 fn fold_tile(count: u32, lid: u32, m: ptr<function, f32>, l: ptr<function, f32>, acc: ptr<function, f32>) {
@@ -15,7 +15,7 @@ fn fold_tile(count: u32, lid: u32, m: ptr<function, f32>, l: ptr<function, f32>,
         let weight = exp(scores[j] - tile_max);
         *l += weight;
         if (lid < HD) {
-            *acc += weight * vs[j * HD + lid];
+            *acc += weight * tile_v(j, lid);
         }
     }
     *m = tile_max;

@@ -15,7 +15,11 @@ const EMBED_WGSL: &str = include_str!("../../shaders/decoder_embed.wgsl");
 const ROPE_KV_WGSL: &str = include_str!("../../shaders/decoder_rope_kv.wgsl");
 const ATTENTION_WGSL: &str = include_str!("../../shaders/decoder_attention.wgsl");
 const ATTENTION_DECODE_WGSL: &str = include_str!("../../shaders/decoder_attention_decode.wgsl");
-const ONLINE_SOFTMAX_WGSL: &str = include_str!("../../shaders/online_softmax.wgsl");
+pub(crate) const ONLINE_SOFTMAX_WGSL: &str = include_str!("../../shaders/online_softmax.wgsl");
+/// A decode step's (head, split) attention work item, also the fused step's (decoder_step.rs).
+pub(crate) const SPLIT_ATTENTION_WGSL: &str = include_str!("../../shaders/split_attention.wgsl");
+/// The merge of the split attention's partials, also the fused step's.
+pub(crate) const MERGE_SPLITS_WGSL: &str = include_str!("../../shaders/merge_splits.wgsl");
 
 /// Keys a decode-attention workgroup stages at once.
 const KEY_TILE: usize = 32;
@@ -165,7 +169,7 @@ pub(crate) fn matvec(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, 
         combine.is_some() as u32
     );
     let (source, key, abc) = product.sources(true);
-    let pipeline = cache::bounded_pipeline(ctx, "decoder_matvec", format!("{header}// {key}\n"), &[&source, MATVEC_WGSL])?;
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_matvec", format!("{header}// {key}\n"), &[&source, MERGE_SPLITS_WGSL, MATVEC_WGSL])?;
     #[repr(C)]
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
     struct Params {
@@ -300,7 +304,7 @@ pub(crate) fn attention_decode(ctx: &Context, shared: &Shared<'_>, heads: Heads,
     let wg = hd.next_power_of_two().max(256);
     let (kc, s_max) = (keys_per_split(heads.capacity), splits(heads.capacity));
     let header = format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\nconst TILE: u32 = {KEY_TILE}u;\nconst KC: u32 = {kc}u;\nconst S_MAX: u32 = {s_max}u;\n");
-    let pipeline = cache::bounded_pipeline(ctx, "decoder_attention_decode", header, &[ONLINE_SOFTMAX_WGSL, ATTENTION_DECODE_WGSL])?;
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_attention_decode", header, &[ONLINE_SOFTMAX_WGSL, SPLIT_ATTENTION_WGSL, ATTENTION_DECODE_WGSL])?;
     let params = attention_params(ctx, heads)?;
     let w = Range::whole;
     let group = bind_ranges(ctx, &pipeline, &[(0, w(&params)), (1, w(b.rope)), (4, w(shared.step)), (5, w(b.out)), (10, b.k_cache), (11, b.v_cache), (12, w(b.qkv))]);

@@ -6,7 +6,7 @@
 
 use super::cache;
 use super::context::Context;
-use super::decoder::{keys_per_split, splits, Heads};
+use super::decoder::{keys_per_split, splits, Heads, MERGE_SPLITS_WGSL, ONLINE_SOFTMAX_WGSL, SPLIT_ATTENTION_WGSL};
 use super::resident::{bind_ranges, Range, Recorded, ResidentMatrix, Scale, Stack};
 use crate::error::{Error, Result};
 
@@ -182,7 +182,7 @@ pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &Ste
     }
     let key: Vec<String> = m.matrices.iter().map(|s| s.first.format_key()).chain([m.embed.format_key()]).chain(m.head.map(|h| h.format_key())).collect();
     let mut parts: Vec<&str> = sources.iter().map(String::as_str).collect();
-    parts.push(STEP_WGSL);
+    parts.extend([ONLINE_SOFTMAX_WGSL, SPLIT_ATTENTION_WGSL, MERGE_SPLITS_WGSL, STEP_WGSL]);
     let pipeline = cache::bounded_pipeline(ctx, "decoder_step", format!("{header}// {}\n", key.join(",")), &parts)?;
 
     let w = Range::whole;
