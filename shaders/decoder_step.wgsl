@@ -17,17 +17,21 @@
 //
 // Matrices (shaders/matrix.wgsl + matrix_dot.wgsl) are stacks of all layers' matrices; a layer
 // is selected by pointing `name_base` at it. Prepended: P, L, D, FF, QW, KVW, HEADS, KVH, HD,
-// VOCAB, CAP, KC, S_MAX, TILE, SHM, LANES_D, LANES_QW, LANES_FF, HAS_BIAS, EPS, SCALE, the
+// VOCAB, CAP, KC, S_MAX, TILE, SHM, LANES_QKV, LANES_O, LANES_GU, LANES_DOWN, LANES_HEAD (lanes per row
+// of each phase), HAS_BIAS, EPS, SCALE, the
 // stacks' strides in words (Q_STRIDE, …), the vectors' offsets (ATTN_NORM_AT, …), SPIN_LIMIT,
-// and head_row_dot (the head's block dot: its own matrix's or the tied embedding's).
+// and head_row_dot / head_row_touch (the head's block dot and touch: its own matrix's or the tied
+// embedding's).
 
 @group(0) @binding(1) var<storage, read> step: array<u32>;
 @group(0) @binding(2) var<storage, read_write> tokens: array<u32>;
 // [arrivals, failed]
 @group(0) @binding(3) var<storage, read_write> grid: array<atomic<u32>>;
-// What one workgroup writes and others read within the step is accessed atomically (f32 bits):
-// plain storage loads may be served from a compute unit's own cache, which a device-scope
-// barrier does not make coherent unless the buffer is (and WGSL has no coherent qualifier).
+// What one workgroup writes and others read within the step is accessed atomically (f32 bits).
+// Plain loads may be served from a compute unit's own cache, which a device-scope barrier does
+// not make coherent unless the buffer is (WGSL has no coherent qualifier), and the compiler may
+// move them across the barrier: with plain loads from buffers written once per step, greedy
+// tokens still went wrong on the H100, at random.
 @group(0) @binding(4) var<storage, read_write> x: array<atomic<u32>>;
 @group(0) @binding(5) var<storage, read_write> qkv: array<atomic<u32>>;
 @group(0) @binding(6) var<storage, read_write> partial: array<atomic<u32>>;
@@ -55,6 +59,10 @@ var<workgroup> red_index: array<u32, WG>;
 
 var<private> lid: u32;
 var<private> barriers: u32 = 0u;
+// What the touches of the next phase's data loaded: `pending` between a barrier's halves, then
+// folded into `touched` (see `touch_*` and the end of main).
+var<private> pending: vec4<u32>;
+var<private> touched: vec4<u32>;
 
 fn xs_at(i: u32) -> f32 {
     return shm[i + i / 32u];
@@ -92,72 +100,180 @@ fn silu(v: f32) -> f32 {
     return v / (1.0 + exp(-v));
 }
 
-fn grid_sync() {
+// A grid barrier in two halves, so a workgroup can start loading the next phase's data (`touch_*`)
+// between arriving and waiting: grid_arrive releases this workgroup's writes and counts it in;
+// grid_wait spins until every workgroup has arrived, then acquires.
+fn grid_arrive() {
+    if (PROBE >= 2u) {
+        return;
+    }
     barriers += 1u;
     storageBarrier();
     workgroupBarrier();
     if (lid == 0u) {
         atomicAdd(&grid[0], 1u);
+    }
+}
+
+fn grid_wait() {
+    if (PROBE >= 2u) {
+        touched ^= pending;
+        return;
+    }
+    if (lid == 0u) {
         let arrived = barriers * P;
         for (var spin = 0u; spin < SPIN_LIMIT; spin++) {
-            if (atomicLoad(&grid[0]) >= arrived || atomicLoad(&grid[1]) != 0u) {
+            if (atomicLoad(&grid[0]) >= arrived) {
                 break;
             }
             if (spin + 1u == SPIN_LIMIT) {
+                // Giving up: the flag for the host, and a count past every later barrier's
+                // (one word to poll).
                 atomicStore(&grid[1], 1u);
+                atomicMax(&grid[0], 0x80000000u);
             }
         }
     }
     storageBarrier();
     workgroupBarrier();
+    // Only now is what the touches loaded needed (not before the arrival, which would wait).
+    touched ^= pending;
 }
 
-// The sum over the workgroup of each thread's `value`.
+fn grid_sync() {
+    grid_arrive();
+    grid_wait();
+}
+
+// The sum over the workgroup of each thread's `value`: 32 partial sums of 8, then every thread
+// adds the 32 (two barriers instead of a tree's eight).
 fn workgroup_total(value: f32) -> f32 {
     red[lid] = value;
     workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            red[lid] += red[lid + stride];
+    if (lid < 32u) {
+        var part = 0.0;
+        for (var i = 0u; i < WG / 32u; i++) {
+            part += red[lid * (WG / 32u) + i];
         }
-        workgroupBarrier();
+        red_b[lid] = part;
     }
-    let total = red[0];
+    workgroupBarrier();
+    var total = 0.0;
+    for (var i = 0u; i < 32u; i++) {
+        total += red_b[i];
+    }
     workgroupBarrier();
     return total;
 }
 
-// (Σ a, Σ b) over each run of `lanes` threads, valid in the run's first thread.
+// The row thread lid works on in group g of a phase whose rows take `lanes` threads each (any
+// count ≤ 32, WG / lanes rows a group); past every row for the threads left over.
+fn row_of(g: u32, lanes: u32) -> u32 {
+    let rows_per = WG / lanes;
+    return select(0xFFFFFFFFu, g * rows_per + lid / lanes, lid < rows_per * lanes);
+}
+
+// (Σ a, Σ b) over each run of `lanes` threads, valid in the run's first thread: one barrier, then
+// the first thread adds the run's values (a tree would take log2(lanes) barriers).
 fn lane_totals(a: f32, b: f32, lanes: u32) -> vec2<f32> {
     red[lid] = a;
     red_b[lid] = b;
     workgroupBarrier();
-    let lane = lid % lanes;
-    for (var stride = lanes / 2u; stride > 0u; stride /= 2u) {
-        if (lane < stride) {
-            red[lid] += red[lid + stride];
-            red_b[lid] += red_b[lid + stride];
+    var totals = vec2<f32>(0.0);
+    if (lid % lanes == 0u && lid + lanes <= WG) {
+        for (var i = 0u; i < lanes; i++) {
+            totals += vec2<f32>(red[lid + i], red_b[lid + i]);
         }
-        workgroupBarrier();
     }
-    let totals = vec2<f32>(red[lid], red_b[lid]);
     workgroupBarrier();
     return totals;
 }
 
 // x (D values) RMS-normalised with the gain at vectors[gain_at..] into the staged vector.
+//
+// Here and below, loops run a constant number of times and load unconditionally (indices clamped
+// into range, results masked with select): a load under a branch cannot be issued before the
+// previous iteration's, so each would wait a whole memory round trip in turn.
 fn stage_normalised_x(gain_at: u32) {
     var squares = 0.0;
-    for (var e = lid; e < D; e += WG) {
-        let v = x_at(e);
-        set_xs(e, v);
-        squares += v * v;
+    for (var i = 0u; i < (D + WG - 1u) / WG; i++) {
+        let e = lid + i * WG;
+        let v = x_at(min(e, D - 1u));
+        let gain = vectors[gain_at + min(e, D - 1u)];
+        if (e < D) {
+            set_xs(e, v * gain);
+            squares += v * v;
+        }
     }
     let inv = 1.0 / sqrt(workgroup_total(squares) / f32(D) + EPS);
-    for (var e = lid; e < D; e += WG) {
-        set_xs(e, xs_at(e) * inv * vectors[gain_at + e]);
+    for (var i = 0u; i < (D + WG - 1u) / WG; i++) {
+        let e = lid + i * WG;
+        if (e < D) {
+            set_xs(e, xs_at(e) * inv);
+        }
     }
     workgroupBarrier();
+}
+
+// Touches bring what a workgroup's first group of the next phase reads from memory (weights that
+// no phase writes, cache rows of earlier steps) into its cache before it waits at the barrier.
+fn touch_qkv(l: u32, wg: u32) {
+    wq_base = l * Q_STRIDE;
+    wk_base = l * K_STRIDE;
+    wv_base = l * V_STRIDE;
+    let row = row_of(wg, LANES_QKV);
+    let blk = min(lid % LANES_QKV, D / 32u - 1u);
+    if (row < QW) {
+        pending = vec4<u32>(wq_touch(row, blk, D / 32u), 0u, 0u);
+    } else if (row < QW + KVW) {
+        pending = vec4<u32>(wk_touch(row - QW, blk, D / 32u), 0u, 0u);
+    } else if (row < QKVW) {
+        pending = vec4<u32>(wv_touch(row - QW - KVW, blk, D / 32u), 0u, 0u);
+    }
+}
+
+fn touch_attention(l: u32, wg: u32) {
+    let pos = step[0];
+    let splits = pos / KC + 1u;
+    if (wg < HEADS * splits) {
+        let kv_head = (wg / splits) / (HEADS / KVH);
+        let key = min((wg % splits) * KC + lid / HD, pos);
+        let at = (l * KVH + kv_head) * CAP * HD + key * HD + lid % HD;
+        pending = vec4<u32>(bitcast<u32>(k_cache[at]), bitcast<u32>(v_cache[at]), 0u, 0u);
+    }
+}
+
+fn touch_o(l: u32, wg: u32) {
+    wo_base = l * O_STRIDE;
+    let row = row_of(wg, LANES_O);
+    if (row < D) {
+        pending = vec4<u32>(wo_touch(row, min(lid % LANES_O, QW / 32u - 1u), QW / 32u), 0u, 0u);
+    }
+}
+
+fn touch_gate_up(l: u32, wg: u32) {
+    wgate_base = l * GATE_STRIDE;
+    wup_base = l * UP_STRIDE;
+    let row = row_of(wg, LANES_GU);
+    if (row < FF) {
+        let blk = min(lid % LANES_GU, D / 32u - 1u);
+        pending = vec4<u32>(wgate_touch(row, blk, D / 32u), wup_touch(row, blk, D / 32u));
+    }
+}
+
+fn touch_down(l: u32, wg: u32) {
+    wdown_base = l * DOWN_STRIDE;
+    let row = row_of(wg, LANES_DOWN);
+    if (row < D) {
+        pending = vec4<u32>(wdown_touch(row, min(lid % LANES_DOWN, FF / 32u - 1u), FF / 32u), 0u, 0u);
+    }
+}
+
+fn touch_head(wg: u32) {
+    let row = row_of(wg, LANES_HEAD);
+    if (row < VOCAB) {
+        pending = vec4<u32>(head_row_touch(row, min(lid % LANES_HEAD, D / 32u - 1u), D / 32u), 0u, 0u);
+    }
 }
 
 fn phase_embedding(wg: u32) {
@@ -172,23 +288,25 @@ fn phase_qkv(l: u32, wg: u32) {
     wq_base = l * Q_STRIDE;
     wk_base = l * K_STRIDE;
     wv_base = l * V_STRIDE;
-    let rows_per = WG / LANES_D;
-    let lane = lid % LANES_D;
+    let rows_per = WG / LANES_QKV;
+    let lane = lid % LANES_QKV;
     for (var g = wg; g * rows_per < QKVW; g += P) {
-        let row = g * rows_per + lid / LANES_D;
+        let row = row_of(g, LANES_QKV);
         var acc = 0.0;
-        if (row < QKVW) {
-            for (var blk = lane; blk < D / 32u; blk += LANES_D) {
-                if (row < QW) {
-                    acc += wq_block_dot(row, blk, D / 32u, 0u);
-                } else if (row < QW + KVW) {
-                    acc += wk_block_dot(row - QW, blk, D / 32u, 0u);
-                } else {
-                    acc += wv_block_dot(row - QW - KVW, blk, D / 32u, 0u);
-                }
+        for (var i = 0u; i < (D / 32u + LANES_QKV - 1u) / LANES_QKV; i++) {
+            let blk = lane + i * LANES_QKV;
+            let b = min(blk, D / 32u - 1u);
+            var dot = 0.0;
+            if (row < QW) {
+                dot = wq_block_dot(row, b, D / 32u, 0u);
+            } else if (row < QW + KVW) {
+                dot = wk_block_dot(row - QW, b, D / 32u, 0u);
+            } else {
+                dot = wv_block_dot(min(row, QKVW - 1u) - QW - KVW, b, D / 32u, 0u);
             }
+            acc += select(0.0, dot, row < QKVW && blk < D / 32u);
         }
-        let total = lane_totals(acc, 0.0, LANES_D).x;
+        let total = lane_totals(acc, 0.0, LANES_QKV).x;
         if (lane == 0u && row < QKVW) {
             var v = total;
             if (HAS_BIAS == 1u) {
@@ -225,17 +343,17 @@ fn phase_o(l: u32, wg: u32) {
     merge_splits(lid, step[0] / KC + 1u);
     workgroupBarrier();
     wo_base = l * O_STRIDE;
-    let rows_per = WG / LANES_QW;
-    let lane = lid % LANES_QW;
+    let rows_per = WG / LANES_O;
+    let lane = lid % LANES_O;
     for (var g = wg; g * rows_per < D; g += P) {
-        let row = g * rows_per + lid / LANES_QW;
+        let row = row_of(g, LANES_O);
         var acc = 0.0;
-        if (row < D) {
-            for (var blk = lane; blk < QW / 32u; blk += LANES_QW) {
-                acc += wo_block_dot(row, blk, QW / 32u, 0u);
-            }
+        for (var i = 0u; i < (QW / 32u + LANES_O - 1u) / LANES_O; i++) {
+            let blk = lane + i * LANES_O;
+            let dot = wo_block_dot(min(row, D - 1u), min(blk, QW / 32u - 1u), QW / 32u, 0u);
+            acc += select(0.0, dot, row < D && blk < QW / 32u);
         }
-        let total = lane_totals(acc, 0.0, LANES_QW).x;
+        let total = lane_totals(acc, 0.0, LANES_O).x;
         if (lane == 0u && row < D) {
             var v = total;
             if (HAS_BIAS == 1u) {
@@ -250,19 +368,21 @@ fn phase_gate_up(l: u32, wg: u32) {
     stage_normalised_x(FFN_NORM_AT + l * D);
     wgate_base = l * GATE_STRIDE;
     wup_base = l * UP_STRIDE;
-    let rows_per = WG / LANES_D;
-    let lane = lid % LANES_D;
+    let rows_per = WG / LANES_GU;
+    let lane = lid % LANES_GU;
     for (var g = wg; g * rows_per < FF; g += P) {
-        let row = g * rows_per + lid / LANES_D;
+        let row = row_of(g, LANES_GU);
         var acc = 0.0;
         var acc_b = 0.0;
-        if (row < FF) {
-            for (var blk = lane; blk < D / 32u; blk += LANES_D) {
-                acc += wgate_block_dot(row, blk, D / 32u, 0u);
-                acc_b += wup_block_dot(row, blk, D / 32u, 0u);
-            }
+        for (var i = 0u; i < (D / 32u + LANES_GU - 1u) / LANES_GU; i++) {
+            let blk = lane + i * LANES_GU;
+            let r = min(row, FF - 1u);
+            let b = min(blk, D / 32u - 1u);
+            let valid = row < FF && blk < D / 32u;
+            acc += select(0.0, wgate_block_dot(r, b, D / 32u, 0u), valid);
+            acc_b += select(0.0, wup_block_dot(r, b, D / 32u, 0u), valid);
         }
-        let totals = lane_totals(acc, acc_b, LANES_D);
+        let totals = lane_totals(acc, acc_b, LANES_GU);
         if (lane == 0u && row < FF) {
             atomicStore(&hidden[row], bitcast<u32>(silu(totals.x) * totals.y));
         }
@@ -270,22 +390,26 @@ fn phase_gate_up(l: u32, wg: u32) {
 }
 
 fn phase_down(l: u32, wg: u32) {
-    for (var e = lid; e < FF; e += WG) {
-        set_xs(e, hidden_at(e));
+    for (var i = 0u; i < (FF + WG - 1u) / WG; i++) {
+        let e = lid + i * WG;
+        let v = hidden_at(min(e, FF - 1u));
+        if (e < FF) {
+            set_xs(e, v);
+        }
     }
     workgroupBarrier();
     wdown_base = l * DOWN_STRIDE;
-    let rows_per = WG / LANES_FF;
-    let lane = lid % LANES_FF;
+    let rows_per = WG / LANES_DOWN;
+    let lane = lid % LANES_DOWN;
     for (var g = wg; g * rows_per < D; g += P) {
-        let row = g * rows_per + lid / LANES_FF;
+        let row = row_of(g, LANES_DOWN);
         var acc = 0.0;
-        if (row < D) {
-            for (var blk = lane; blk < FF / 32u; blk += LANES_FF) {
-                acc += wdown_block_dot(row, blk, FF / 32u, 0u);
-            }
+        for (var i = 0u; i < (FF / 32u + LANES_DOWN - 1u) / LANES_DOWN; i++) {
+            let blk = lane + i * LANES_DOWN;
+            let dot = wdown_block_dot(min(row, D - 1u), min(blk, FF / 32u - 1u), FF / 32u, 0u);
+            acc += select(0.0, dot, row < D && blk < FF / 32u);
         }
-        let total = lane_totals(acc, 0.0, LANES_FF).x;
+        let total = lane_totals(acc, 0.0, LANES_DOWN).x;
         if (lane == 0u && row < D) {
             set_x(row, x_at(row) + total);
         }
@@ -316,19 +440,22 @@ fn workgroup_best(value: f32, index: u32) -> vec2<u32> {
 
 fn phase_head(wg: u32) {
     stage_normalised_x(FINAL_NORM_AT);
-    let rows_per = WG / LANES_D;
-    let lane = lid % LANES_D;
+    let rows_per = WG / LANES_HEAD;
+    let lane = lid % LANES_HEAD;
     var value = -3.4028235e38;
     var index = 0xFFFFFFFFu;
     for (var g = wg; g * rows_per < VOCAB; g += P) {
-        let row = g * rows_per + lid / LANES_D;
+        let row = row_of(g, LANES_HEAD);
         var acc = 0.0;
-        if (row < VOCAB) {
-            for (var blk = lane; blk < D / 32u; blk += LANES_D) {
-                acc += head_row_dot(row, blk, D / 32u);
-            }
+        for (var i = 0u; i < (D / 32u + LANES_HEAD - 1u) / LANES_HEAD; i++) {
+            let blk = lane + i * LANES_HEAD;
+            let dot = head_row_dot(min(row, VOCAB - 1u), min(blk, D / 32u - 1u), D / 32u);
+            acc += select(0.0, dot, row < VOCAB && blk < D / 32u);
         }
-        let total = lane_totals(acc, 0.0, LANES_D).x;
+        var total = acc;
+        if (LANES_HEAD > 1u) {
+            total = lane_totals(acc, 0.0, LANES_HEAD).x;
+        }
         if (lane == 0u && row < VOCAB) {
             logits[row] = total;
             if (beats(total, row, value, index)) {
@@ -366,23 +493,50 @@ fn phase_argmax() {
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
     lid = local;
     let wg = group.x;
-    phase_embedding(wg);
-    grid_sync();
-    for (var l = 0u; l < L; l++) {
-        phase_qkv(l, wg);
-        grid_sync();
-        phase_attention(l, wg);
-        grid_sync();
-        phase_o(l, wg);
-        grid_sync();
-        phase_gate_up(l, wg);
-        grid_sync();
-        phase_down(l, wg);
-        grid_sync();
+    if (PROBE == 1u) {
+        for (var i = 0u; i < 5u * L + 1u; i++) {
+            grid_sync();
+        }
+        return;
     }
-    phase_head(wg);
+    phase_embedding(wg);
+    grid_arrive();
+    touch_qkv(0u, wg);
+    grid_wait();
+    for (var l = 0u; l < L; l++) {
+        if (PROBE < 3u || PROBE == 3u) { phase_qkv(l, wg); }
+        grid_arrive();
+        touch_attention(l, wg);
+        grid_wait();
+        if (PROBE < 3u || PROBE == 4u) { phase_attention(l, wg); }
+        grid_arrive();
+        touch_o(l, wg);
+        grid_wait();
+        if (PROBE < 3u || PROBE == 5u) { phase_o(l, wg); }
+        grid_arrive();
+        touch_gate_up(l, wg);
+        grid_wait();
+        if (PROBE < 3u || PROBE == 6u) { phase_gate_up(l, wg); }
+        grid_arrive();
+        touch_down(l, wg);
+        grid_wait();
+        if (PROBE < 3u || PROBE == 7u) { phase_down(l, wg); }
+        grid_arrive();
+        if (l + 1u < L) {
+            touch_qkv(l + 1u, wg);
+        } else {
+            touch_head(wg);
+        }
+        grid_wait();
+    }
+    if (PROBE < 3u || PROBE == 8u) { phase_head(wg); }
     grid_sync();
     if (wg == 0u) {
         phase_argmax();
+    }
+    // step[2] is always 0, so this never stores; but the compiler cannot know that, so it keeps
+    // the touches' loads.
+    if (step[2] != 0u) {
+        logits[lid] = bitcast<f32>(touched.x ^ touched.y ^ touched.z ^ touched.w);
     }
 }

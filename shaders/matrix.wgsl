@@ -68,3 +68,15 @@ fn {{name}}_code_value(base: u32, j: u32) -> f32 {
     let code = (word >> ((j % per_word) * {{name}}_BITS)) & (table - 1u);
     return bitcast<f32>({{name}}[{{name}}_base + code]);
 }
+
+// The first and last words of block `blk` of `row`, loaded only to bring the block into the
+// cache before it is needed (the fused step touches its next phase's blocks before it waits at a
+// barrier, so the loads after the barrier hit the cache instead of waiting on memory).
+// The words are returned as loaded: combining them here would wait for them.
+fn {{name}}_touch(row: u32, blk: u32, blocks_per_row: u32) -> vec2<u32> {
+    var base = {{name}}_base + (row * blocks_per_row + blk) * {{name}}_words_per_block();
+    if ({{name}}_FORMAT >= 6u) {
+        base += 1u << {{name}}_BITS;
+    }
+    return vec2<u32>({{name}}[base], {{name}}[base + {{name}}_words_per_block() - 1u]);
+}

@@ -64,17 +64,15 @@ fn attend_split(h: u32, split: u32, pos: u32, heads: u32, kv_heads: u32, capacit
             let j = e / HD;
             let d = e % HD;
             let key = t0 + j;
-            var k = 0.0;
-            var v = 0.0;
+            // Loaded unconditionally (clamped into the split, masked after) so the loads are
+            // issued together; the row at `pos` is the new key, not yet in every cache read.
+            let cached = cache_head + min(key, end - 1u) * HD + d;
+            let k_cached = k_cache[cached];
+            let v_cached = v_cache[cached];
             if (e < TILE * HD) {
-                if (key == pos) {
-                    k = k_new[d];
-                    v = v_new[d];
-                } else if (key < end) {
-                    k = k_cache[cache_head + key * HD + d];
-                    v = v_cache[cache_head + key * HD + d];
-                }
-                set_tile(j, d, k, v);
+                let fresh = key == pos;
+                let inside = key < end;
+                set_tile(j, d, select(select(0.0, k_cached, inside), k_new[d], fresh), select(select(0.0, v_cached, inside), v_new[d], fresh));
             }
         }
         workgroupBarrier();

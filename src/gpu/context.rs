@@ -9,6 +9,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use wgpu::util::DeviceExt;
 
+/// How long a readback polls the device before it blocks: about a decode step's GPU time.
+const SPIN_BEFORE_BLOCKING: std::time::Duration = std::time::Duration::from_millis(2);
+
 pub(crate) struct Context {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -450,13 +453,28 @@ impl Context {
             // The receiver outlives the poll below; a failed send only means it already gave up.
             let _ = sender.send(result);
         });
-        let wait = wgpu::PollType::Wait { submission_index: submission, timeout: None };
-        self.device
-            .poll(wait)
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        // Poll without blocking for up to SPIN_BEFORE_BLOCKING first: a blocking wait can sleep
+        // for milliseconds past the GPU's finish (the OS timer's granularity), many times a short
+        // step's own time.
+        let started = std::time::Instant::now();
+        let mut mapped = None;
+        while started.elapsed() < SPIN_BEFORE_BLOCKING {
+            self.device.poll(wgpu::PollType::Poll).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+            if let Ok(result) = receiver.try_recv() {
+                mapped = Some(result);
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        if mapped.is_none() {
+            let wait = wgpu::PollType::Wait { submission_index: submission, timeout: None };
+            self.device
+                .poll(wait)
+                .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        }
         // The wait above covered our submission; the callback may still be finishing on a
         // thread that polled concurrently.
-        match receiver.recv_timeout(std::time::Duration::from_secs(10)) {
+        match mapped.map_or_else(|| receiver.recv_timeout(std::time::Duration::from_secs(10)), Ok) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Error::Gpu(format!("reading results back: {e}"))),
             Err(_) => {

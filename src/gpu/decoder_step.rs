@@ -15,6 +15,8 @@ const THREADS: usize = 256;
 /// Keys an attention work item stages at once (16: the tile shares workgroup memory with the
 /// staged vector, within WebGPU's default 16 KiB).
 const TILE: usize = 16;
+/// Most lanes per row for a phase too big to give each workgroup a single group of rows.
+const HEAD_LANES: usize = 9;
 /// Spins of a grid barrier before it gives up (≈ tens of ms: far beyond any real wait, far
 /// below a driver's watchdog).
 const SPIN_LIMIT: u32 = 1 << 20;
@@ -100,9 +102,17 @@ fn shared_floats(m: &StepModel<'_>, heads: Heads) -> usize {
     (widest + widest / 32).max(TILE * (heads.head_dim + 1) + TILE * heads.head_dim)
 }
 
-/// Lanes sharing a row of width k (as decoder.rs's matvec: a power of two ≤ 32).
-fn lanes(k: usize) -> usize {
-    (k / 32).next_power_of_two().min(32)
+/// Lanes sharing each of `rows` rows of width k in a phase: a divisor of the row's 32-value
+/// blocks (≤ 32, so no lane idles on a partial last round), the most that still let every
+/// workgroup finish its rows in one group of THREADS / lanes rows, since a group costs a
+/// reduction. When none does (the LM head), the largest ≤ HEAD_LANES: consecutive lanes read
+/// consecutive blocks of a row, so a warp's loads share cache lines, where a thread per row would
+/// scatter them.
+fn lanes(rows: usize, k: usize, workgroups: usize) -> usize {
+    let blocks = (k / 32).max(1);
+    let divisors: Vec<usize> = (1..=blocks.min(32)).rev().filter(|l| blocks.is_multiple_of(*l)).collect();
+    let one_group = divisors.iter().copied().find(|&lanes| rows.div_ceil(THREADS / lanes) <= workgroups);
+    one_group.unwrap_or_else(|| divisors.into_iter().find(|&l| l <= HEAD_LANES).unwrap_or(1))
 }
 
 /// Why this model cannot run as a fused step on this adapter, if it cannot.
@@ -137,13 +147,16 @@ pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &Ste
         "const P: u32 = {workgroups}u;\nconst L: u32 = {}u;\nconst D: u32 = {}u;\nconst FF: u32 = {}u;\nconst QW: u32 = {q_width}u;\n\
          const KVW: u32 = {}u;\nconst HEADS: u32 = {}u;\nconst KVH: u32 = {}u;\nconst HD: u32 = {}u;\nconst VOCAB: u32 = {}u;\n\
          const CAP: u32 = {}u;\nconst KC: u32 = {}u;\nconst S_MAX: u32 = {}u;\nconst TILE: u32 = {TILE}u;\nconst SHM: u32 = {}u;\n\
-         const LANES_D: u32 = {}u;\nconst LANES_QW: u32 = {}u;\nconst LANES_FF: u32 = {}u;\nconst HAS_BIAS: u32 = {}u;\n\
+         const LANES_QKV: u32 = {}u;\nconst LANES_O: u32 = {}u;\nconst LANES_GU: u32 = {}u;\nconst LANES_DOWN: u32 = {}u;\n\
+         const LANES_HEAD: u32 = {}u;\nconst HAS_BIAS: u32 = {}u;\n\
          const EPS: f32 = {:e};\nconst SCALE: f32 = {:e};\nconst SPIN_LIMIT: u32 = {SPIN_LIMIT}u;\n\
          const Q_STRIDE: u32 = {}u;\nconst K_STRIDE: u32 = {}u;\nconst V_STRIDE: u32 = {}u;\nconst O_STRIDE: u32 = {}u;\n\
          const GATE_STRIDE: u32 = {}u;\nconst UP_STRIDE: u32 = {}u;\nconst DOWN_STRIDE: u32 = {}u;\n\
          const ATTN_NORM_AT: u32 = {}u;\nconst FFN_NORM_AT: u32 = {}u;\nconst FINAL_NORM_AT: u32 = {}u;\n\
          const QKV_BIAS_AT: u32 = {qkv_bias}u;\nconst O_BIAS_AT: u32 = {o_bias}u;\n\
-         fn head_row_dot(row: u32, blk: u32, blocks: u32) -> f32 {{ return {}_block_dot(row, blk, blocks, 0u); }}\n",
+         const PROBE: u32 = {}u;\n\
+         fn head_row_dot(row: u32, blk: u32, blocks: u32) -> f32 {{ return {head}_block_dot(row, blk, blocks, 0u); }}\n\
+         fn head_row_touch(row: u32, blk: u32, blocks: u32) -> vec2<u32> {{ return {head}_touch(row, blk, blocks); }}\n",
         m.layers,
         m.hidden,
         m.intermediate,
@@ -156,9 +169,11 @@ pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &Ste
         keys_per_split(heads.capacity),
         splits(heads.capacity),
         shared_floats(m, heads),
-        lanes(m.hidden),
-        lanes(q_width),
-        lanes(m.intermediate),
+        lanes(q_width + 2 * heads.kv_heads * heads.head_dim, m.hidden, workgroups),
+        lanes(m.hidden, q_width, workgroups),
+        lanes(m.intermediate, m.hidden, workgroups),
+        lanes(m.hidden, m.intermediate, workgroups),
+        lanes(m.vocab, m.hidden, workgroups),
         o_.biases.is_some() as u32,
         m.epsilon,
         (1.0 / (heads.head_dim as f64).sqrt()) as f32,
@@ -172,7 +187,8 @@ pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &Ste
         o_.attn_norm,
         o_.ffn_norm,
         o_.final_norm,
-        if m.head.is_some() { "head" } else { "emb" },
+        std::env::var("POLYVTD_STEP_PROBE").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(0),
+        head = if m.head.is_some() { "head" } else { "emb" },
     );
     let names = ["wq", "wk", "wv", "wo", "wgate", "wup", "wdown"];
     let mut sources: Vec<String> = m.matrices.iter().zip(names).zip(14u32..).map(|((s, name), binding)| s.first.source(name, binding, true)).collect();

@@ -7,6 +7,8 @@
 //!   argmax, 5 dispatches a block;
 //! - prefill: the same with register-blocked tiles for the products and a separate RoPE/append.
 
+use std::collections::VecDeque;
+
 use super::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::gpu::decoder::{self, AttentionBuffers, Epilogue, Heads, Product, Prologue, Shared};
@@ -18,8 +20,9 @@ use crate::network::{Coord, VolumetricNetwork};
 
 /// Rows a prefill pass handles at once (longer prompts go in several passes).
 const CHUNK: usize = 256;
-/// The token staging slot of a step submitted ahead.
-const AHEAD_SLOT: usize = 1;
+/// Greedy steps kept submitted ahead of the caller: with two, the GPU has the next step queued
+/// while the host reads a token back and hands it to Python, so it never idles between steps.
+const AHEAD_STEPS: usize = 2;
 /// Positions the caches first hold; they double (up to the context length) when full.
 const FIRST_CAPACITY: usize = 256;
 /// How `unfused_reason` starts once a fused step gave up (it is not tried again).
@@ -289,12 +292,12 @@ pub struct GpuState {
     /// The fused step's resident workgroups; None where it is not used on this adapter.
     workgroups: Option<usize>,
     /// Where chosen tokens come back with the fused step's failure flag: slot 0 for a step read
-    /// at once, AHEAD_SLOT for the step submitted ahead.
-    token_staging: [wgpu::Buffer; 2],
+    /// at once, 1 + position % AHEAD_STEPS for a step submitted ahead.
+    token_staging: Vec<wgpu::Buffer>,
     logits_staging: wgpu::Buffer,
-    /// A greedy step already submitted: it feeds the token the previous step chose (left on
-    /// the GPU for the embedding) at position `len`.
-    ahead: Option<Ahead>,
+    /// Greedy steps already submitted, in order from position `len`: each feeds the token the
+    /// step before it chose (left on the GPU for the embedding).
+    ahead: VecDeque<Ahead>,
     /// The token the last greedy step chose (the input `ahead` assumed).
     last_chosen: Option<u32>,
     prefill: Vec<Recorded>,
@@ -349,10 +352,10 @@ impl GpuState {
             k_cache: ctx.empty_buffer("k cache", cache_bytes, cache_usage)?,
             v_cache: ctx.empty_buffer("v cache", cache_bytes, cache_usage)?,
             rope: ctx.storage("rope", &rope_table(m, capacity))?,
-            grid: f32s("grid barrier", 4, U::STORAGE | U::COPY_SRC | U::COPY_DST)?,
+            grid: f32s("grid barrier", 64, U::STORAGE | U::COPY_SRC | U::COPY_DST)?,
             best: f32s("best logits", 2 * workgroups.unwrap_or(1), U::STORAGE)?,
             workgroups,
-            token_staging: [f32s("token staging", 4, U::MAP_READ | U::COPY_DST)?, f32s("token staging", 4, U::MAP_READ | U::COPY_DST)?],
+            token_staging: (0..=AHEAD_STEPS).map(|_| f32s("token staging", 4, U::MAP_READ | U::COPY_DST)).collect::<Result<_>>()?,
             logits_staging: f32s("logits staging", m.vocab, U::MAP_READ | U::COPY_DST)?,
             prefill: Vec::new(),
             decode: Vec::new(),
@@ -360,7 +363,7 @@ impl GpuState {
             unfused_reason: None,
             prefill_labels: Vec::new(),
             decode_labels: Vec::new(),
-            ahead: None,
+            ahead: VecDeque::new(),
             last_chosen: None,
             resident: register_resident_bytes(0),
         };
@@ -510,11 +513,10 @@ impl GpuState {
     }
 
     /// After a fused step gave up (its workgroups could not all be resident): the state runs
-    /// separate dispatches from now on; the step is undone so the caller can run it again.
+    /// separate dispatches from now on.
     fn give_up_fused(&mut self) {
         self.fused = None;
         self.unfused_reason = Some(format!("{GAVE_UP}: its workgroups were not all resident at once"));
-        self.len -= 1;
     }
 
     /// Makes room for `needed` positions: bigger caches (the old positions copied over), a longer
@@ -532,6 +534,9 @@ impl GpuState {
         use wgpu::BufferUsages as U;
         let usage = U::STORAGE | U::COPY_SRC | U::COPY_DST;
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        // Rows written so far, by the caller's steps and by those submitted ahead (queued before
+        // this copy).
+        let filled = (self.len + self.ahead.len()) as u64;
         let grow = |old: &wgpu::Buffer, encoder: &mut wgpu::CommandEncoder| -> Result<wgpu::Buffer> {
             let new = ctx.empty_buffer("kv cache", m.cache_layer_bytes(capacity) * m.blocks.len().max(1) as u64, usage)?;
             // Layout [layer][kv_head][capacity][head_dim]: each head's filled rows move on their own.
@@ -539,7 +544,7 @@ impl GpuState {
             for head in 0..(m.blocks.len() * m.kv_heads) as u64 {
                 let from = head * self.capacity as u64 * row_bytes;
                 let to = head * capacity as u64 * row_bytes;
-                encoder.copy_buffer_to_buffer(old, from, &new, to, self.len as u64 * row_bytes);
+                encoder.copy_buffer_to_buffer(old, from, &new, to, filled * row_bytes);
             }
             Ok(new)
         };
@@ -561,9 +566,9 @@ impl GpuState {
     /// exactly that token next (a greedy generation does), only its result is read.
     pub fn greedy(&mut self, m: &GpuModel, ids: &[u32]) -> Result<u32> {
         m.ctx.scoped("a GPU decode step", || {
-            let continues = matches!((&self.ahead, ids), (Some(a), &[id]) if a.position == self.len && self.last_chosen == Some(id));
+            let continues = matches!((self.ahead.front(), ids), (Some(a), &[id]) if a.position == self.len && self.last_chosen == Some(id));
             let mut token = if continues {
-                let ahead = self.ahead.take().expect("checked above");
+                let ahead = self.ahead.pop_front().expect("checked above");
                 self.len += 1;
                 self.read_token(m, ahead.slot, Some(ahead.submission))?
             } else {
@@ -572,7 +577,10 @@ impl GpuState {
                 self.read_token(m, 0, None)?
             };
             if token.is_none() {
+                // The steps queued behind it fed its garbage: discard them, undo the step, rerun it.
+                self.drain(m)?;
                 self.give_up_fused();
+                self.len -= 1;
                 self.submit(m, &ids[ids.len() - 1..], true)?;
                 token = self.read_token(m, 0, None)?;
             }
@@ -590,6 +598,7 @@ impl GpuState {
             self.submit(m, ids, false)?;
             if ids.len() == 1 && self.read_token(m, 0, None)?.is_none() {
                 self.give_up_fused();
+                self.len -= 1;
                 self.submit(m, ids, false)?;
             }
             m.ctx.read_f32(&self.logits_staging, m.vocab)
@@ -602,32 +611,35 @@ impl GpuState {
         Ok((words[1].to_bits() == 0).then_some(words[0].to_bits()))
     }
 
-    /// Submits the greedy step feeding the last choice (still on the GPU) at position `len`,
-    /// its token copied to the staging slot not being read. Nothing when the context is full.
+    /// Keeps AHEAD_STEPS greedy steps submitted after position `len`, each feeding the choice of
+    /// the one before (still on the GPU), its token copied to its own staging slot. None past the
+    /// context length.
     fn submit_ahead(&mut self, m: &GpuModel) -> Result<()> {
-        if self.len + 1 > m.context_length {
-            return Ok(());
+        while self.ahead.len() < AHEAD_STEPS {
+            let position = self.len + self.ahead.len();
+            if position + 1 > m.context_length {
+                return Ok(());
+            }
+            self.reserve(m, position + 1)?;
+            let ctx = m.ctx;
+            ctx.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[position as u32, 1, 0, 0]));
+            let slot = 1 + position % AHEAD_STEPS;
+            let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            self.record_decode(&mut encoder, position + 1, true);
+            self.copy_token(&mut encoder, slot);
+            let submission = ctx.queue.submit([encoder.finish()]);
+            self.ahead.push_back(Ahead { position, slot, submission });
         }
-        self.reserve(m, self.len + 1)?;
-        let ctx = m.ctx;
-        ctx.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[self.len as u32, 1, 0, 0]));
-        let slot = AHEAD_SLOT;
-        let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        self.record_decode(&mut encoder, self.len + 1, true);
-        self.copy_token(&mut encoder, slot);
-        let submission = ctx.queue.submit([encoder.finish()]);
-        self.ahead = Some(Ahead { position: self.len, slot, submission });
         Ok(())
     }
 
-    /// Waits for a step submitted ahead that will not be used (its cache row at `len` is
-    /// rewritten by the next real step).
+    /// Waits for the steps submitted ahead that will not be used (their cache rows from `len` on
+    /// are rewritten by the next real steps).
     fn drain(&mut self, m: &GpuModel) -> Result<()> {
-        if let Some(ahead) = self.ahead.take() {
+        while let Some(ahead) = self.ahead.pop_front() {
             if self.read_token(m, ahead.slot, Some(ahead.submission))?.is_none() {
                 // Its results are discarded anyway; later steps run as separate dispatches.
                 self.give_up_fused();
-                self.len += 1;
             }
         }
         Ok(())
