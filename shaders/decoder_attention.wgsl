@@ -1,14 +1,15 @@
 // shaders/decoder_attention.wgsl — a prefill's causal attention of the new rows against the KV
 // cache (RoPE and the cache append done by decoder_rope_kv.wgsl), tiled both ways: one workgroup
 // of 256 threads per (query head, BQ = 16 new rows), keys TILE = 16 at a time. Thread (q, j) =
-// (t / 16, t % 16) computes the score of row q and key j (a dot over the head's dims from
-// workgroup memory) and its weight under the row's new running maximum; then, as (row q, lane j),
-// it folds the tile into the row's online softmax (maximum and sum, the same in the row's 16
-// threads) and accumulates the row's outputs lane + 16e of every DC dims. Row t (position
+// (t / 16, t % 16) computes the score of row q and key j (a dot over the head's dims, vec4 reads
+// of workgroup memory) and its weight under the row's new running maximum; then, as (row q,
+// lane j), it folds the tile into the row's online softmax (maximum and sum, the same in the
+// row's 16 threads) and accumulates the row's outputs 4·lane.. of every DC dims. Row t (position
 // step[0] + t) sees the keys ≤ its position; rows past step.count are computed masked and not
 // written. Query head h reads KV head h / (heads / kv_heads) (GQA). The head's dims are staged
-// DC ≤ 64 at a time (NCH chunks), so workgroup memory stays within WebGPU's default 16 KiB for
-// any head_dim ≤ 256. Decode steps use decoder_attention_decode.wgsl. Prepended: HD, DC, NCH.
+// DC ≤ 64 at a time (NCH chunks; DC a multiple of 4, zeros past the head), so workgroup memory
+// stays within WebGPU's default 16 KiB for any head_dim ≤ 256. Decode steps use
+// decoder_attention_decode.wgsl. Prepended: HD, DC, NCH.
 
 struct Params {
     heads: u32,
@@ -27,14 +28,15 @@ struct Params {
 const BQ: u32 = 16u;
 const TILE: u32 = 16u;
 const THREADS: u32 = BQ * TILE;
-// Q and K rows padded by one: the 16 keys' dim d lie in 16 different banks.
-const ROW: u32 = DC + 1u;
+const DC4: u32 = DC / 4u;
+// Q and K rows padded by one vector: eight keys' same dims lie in different banks.
+const ROW4: u32 = DC4 + 1u;
 const LOADS: u32 = (TILE * DC + THREADS - 1u) / THREADS;
 const MASKED: f32 = -3.4028235e38;
 
-var<workgroup> qs: array<f32, BQ * ROW>;
-var<workgroup> ks: array<f32, TILE * ROW>;
-var<workgroup> vs: array<f32, TILE * DC>;
+var<workgroup> qs: array<vec4<f32>, BQ * ROW4>;
+var<workgroup> ks: array<vec4<f32>, TILE * ROW4>;
+var<workgroup> vs: array<vec4<f32>, TILE * DC4>;
 var<workgroup> scores: array<f32, BQ * TILE>;
 var<workgroup> weights: array<f32, BQ * TILE>;
 
@@ -50,7 +52,7 @@ fn stage_q(c: u32, q0: u32, h: u32, rows: u32, lid: u32) {
             if (q0 + r < rows && dim < HD) {
                 v = qkv[(q0 + r) * width + h * HD + dim];
             }
-            qs[r * ROW + e % DC] = v;
+            qs[r * ROW4 + (e % DC) / 4u][e % 4u] = v;
         }
     }
 }
@@ -66,7 +68,7 @@ fn stage_k(c: u32, t0: u32, head: u32, last: u32, lid: u32) {
             if (t0 + r <= last && dim < HD) {
                 v = k_cache[head + (t0 + r) * HD + dim];
             }
-            ks[r * ROW + e % DC] = v;
+            ks[r * ROW4 + (e % DC) / 4u][e % 4u] = v;
         }
     }
 }
@@ -82,32 +84,26 @@ fn stage_v(c: u32, t0: u32, head: u32, last: u32, lid: u32) {
             if (t0 + r <= last && dim < HD) {
                 v = v_cache[head + (t0 + r) * HD + dim];
             }
-            vs[e] = v;
+            vs[e / 4u][e % 4u] = v;
         }
     }
 }
 
-fn staged_v(j: u32, d: u32) -> f32 {
-    if (d < DC) {
-        return vs[j * DC + d];
-    }
-    return 0.0;
-}
-
-// Σ_j weight(q, j) · V[j] at the staged dims lane + 16e of row q.
+// Σ_j weight(q, j) · V[j] at the staged dims 4·lane.. of row q (lanes past the chunk: zeros).
 fn weighted_values(q: u32, lane: u32) -> vec4<f32> {
     var sum = vec4<f32>(0.0);
-    for (var j = 0u; j < TILE; j++) {
-        let v = vec4<f32>(staged_v(j, lane), staged_v(j, lane + 16u), staged_v(j, lane + 32u), staged_v(j, lane + 48u));
-        sum += weights[q * TILE + j] * v;
+    if (lane < DC4) {
+        for (var j = 0u; j < TILE; j++) {
+            sum += weights[q * TILE + j] * vs[j * DC4 + lane];
+        }
     }
     return sum;
 }
 
-// Output dims c·DC + lane + 16e of row t (those inside the chunk and the head).
+// Output dims c·DC + 4·lane.. of row t (those inside the chunk and the head).
 fn write_out(c: u32, t: u32, h: u32, lane: u32, acc: vec4<f32>) {
     for (var e = 0u; e < 4u; e++) {
-        let d = lane + 16u * e;
+        let d = 4u * lane + e;
         if (d < DC && c * DC + d < HD) {
             out[(t * p.heads + h) * HD + c * DC + d] = acc[e];
         }
@@ -135,13 +131,13 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
 
     var m = MASKED;
     var l = 0.0;
-    // Row q's outputs at dims c·DC + j + 16e: chunk c's in acc_c.
+    // Row q's outputs at dims c·DC + 4·j..: chunk c's in acc_c.
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var t0 = 0u; t0 <= last; t0 += TILE) {
-        var dot = 0.0;
+        var score = 0.0;
         for (var c = 0u; c < NCH; c++) {
             if (NCH > 1u) {
                 stage_q(c, q0, h, rows, lid);
@@ -151,15 +147,15 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
                 stage_v(0u, t0, head, last, lid);
             }
             workgroupBarrier();
-            for (var d = 0u; d < DC; d++) {
-                dot += qs[q * ROW + d] * ks[j * ROW + d];
+            for (var d = 0u; d < DC4; d++) {
+                score += dot(qs[q * ROW4 + d], ks[j * ROW4 + d]);
             }
             if (NCH > 1u) {
                 workgroupBarrier();
             }
         }
         let visible = live && t0 + j <= pos;
-        scores[lid] = select(MASKED, dot * p.scale, visible);
+        scores[lid] = select(MASKED, score * p.scale, visible);
         workgroupBarrier();
 
         var tile_max = m;

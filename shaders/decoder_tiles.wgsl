@@ -1,14 +1,16 @@
 // shaders/decoder_tiles.wgsl — a decoder's many-row products Y = X·Wᵀ (prefill), split along K:
 // workgroup (x, y, z) computes output column tile x, rows 64·y.. over the 32-value blocks
-// z·BLOCKS_PER_SPLIT.. (BLOCKS_PER_SPLIT of them, the last split what is left), each of its
-// 16 × 16 threads 4 × 4 outputs in vec4 registers. A k-step is one whole block: X (64 rows × 32)
-// and W (64 columns × 32) are staged in workgroup memory (16 KiB: WebGPU's default), each thread
-// loading two vec4s of X and decoding one slice (8 values) of one column's block from its resident
-// format (shaders/matrix.wgsl as a, b, c). With SPLITS = 1 the outputs go through the epilogue
+// z·BLOCKS_PER_SPLIT.. (BLOCKS_PER_SPLIT of them, the last split what is left), thread (x, y) of
+// its 16 × 16 the 4 × 4 outputs of rows 4y.., columns 4x.. in vec4 registers. A k-step is one
+// whole block: X (64 rows × 32) and W (64 columns × 32) are staged in workgroup memory (16 KiB:
+// WebGPU's default), each thread loading two vec4s of X and decoding one slice (8 values) of one
+// column's block from its resident format (shaders/matrix.wgsl as a, b, c); each k then costs a
+// thread two vec4 reads of workgroup memory for its 16 multiply-adds. With SPLITS = 1 the outputs go through the epilogue
 // (decoder_epilogue.wgsl) at once; otherwise they are written to `partials` [split][row][columns]
 // and decoder_tiles_reduce.wgsl sums the splits.
 // Columns of a tile: MODE 3 runs over a's, b's, then c's rows; MODE 2 (SwiGLU) takes 32 rows of a
-// (columns 0..31) and the same 32 of b (32..63), so a thread holds both factors of its outputs.
+// and the same 32 of b, thread x's columns being a's rows 2x, 2x + 1 and b's same two, so a thread
+// holds both factors of its outputs.
 // With NORM each row of X is RMS-normalised (gain γ) on the way: (x·r⊙γ)·Wᵀ = r·(x·(γ⊙W)ᵀ), so γ
 // multiplies the staged W, each thread sums its rows' squares from the staged X, and r applies in
 // the epilogue (a split's partial squares go after the partial sums, written by column tile 0).
@@ -26,19 +28,20 @@ const TK: u32 = 32u;
 const BLOCKS: u32 = K / 32u;
 const ROW_VEC4S: u32 = K / 4u;
 
-// Transposed tiles, [k][row] and [k][column]: a thread's four rows (columns) are 16 apart.
-var<workgroup> xt: array<f32, TK * BM>;
-var<workgroup> wt: array<f32, TK * BN>;
+// Transposed tiles, [k][rows 4r..4r + 3] and [k][columns 4c..4c + 3]: a thread's four rows
+// (columns) are one vector.
+var<workgroup> xt: array<vec4<f32>, TK * BM / 4u>;
+var<workgroup> wt: array<vec4<f32>, TK * BN / 4u>;
 
 // Slice i (shaders/matrix.wgsl) of block blk of column c of column tile `tile`; zeros past W.
 fn weight_slice(tile: u32, c: u32, blk: u32, i: u32) -> mat2x4<f32> {
     let zero = mat2x4<f32>(vec4<f32>(0.0), vec4<f32>(0.0));
     if (MODE == 2u) {
-        let row = tile * 32u + c % 32u;
+        let row = tile * 32u + 2u * (c / 4u) + c % 2u;
         if (row >= p.a_rows) {
             return zero;
         }
-        if (c < 32u) {
+        if (c % 4u < 2u) {
             return a_slice(row, blk, i, BLOCKS);
         }
         return b_slice(row, blk, i, BLOCKS);
@@ -58,22 +61,22 @@ fn weight_slice(tile: u32, c: u32, blk: u32, i: u32) -> mat2x4<f32> {
     return a_slice(n, blk, i, BLOCKS);
 }
 
-// Row m of a thread's outputs, its lanes the tile's columns lx + 16j (MODE 2: a's rows
-// lx, lx + 16, then b's same rows), and the squares of the row's X over this split's K.
+// Row m of a thread's outputs, its lanes the tile's columns 4·lx + j (MODE 2: a's rows 2·lx,
+// 2·lx + 1, then b's same rows), and the squares of the row's X over this split's K.
 fn emit(tile: u32, split: u32, lx: u32, m: u32, acc: vec4<f32>, squares: f32) {
     if (SPLITS == 1u) {
         let r = norm_scale(squares);
         if (MODE == 2u) {
-            let n = tile * 32u + lx;
+            let n = tile * 32u + 2u * lx;
             if (n < p.n) {
                 finish(m, n, acc.x, acc.z, r);
             }
-            if (n + 16u < p.n) {
-                finish(m, n + 16u, acc.y, acc.w, r);
+            if (n + 1u < p.n) {
+                finish(m, n + 1u, acc.y, acc.w, r);
             }
         } else {
             for (var j = 0u; j < 4u; j++) {
-                let n = tile * BN + lx + 16u * j;
+                let n = tile * BN + 4u * lx + j;
                 if (n < p.n) {
                     finish(m, n, acc[j], 0.0, r);
                 }
@@ -83,18 +86,18 @@ fn emit(tile: u32, split: u32, lx: u32, m: u32, acc: vec4<f32>, squares: f32) {
     }
     let row = (split * p.rows_cap + m) * p.columns;
     if (MODE == 2u) {
-        let n = tile * 32u + lx;
+        let n = tile * 32u + 2u * lx;
         if (n < p.n) {
             partials[row + n] = acc.x;
             partials[row + p.n + n] = acc.z;
         }
-        if (n + 16u < p.n) {
-            partials[row + n + 16u] = acc.y;
-            partials[row + p.n + n + 16u] = acc.w;
+        if (n + 1u < p.n) {
+            partials[row + n + 1u] = acc.y;
+            partials[row + p.n + n + 1u] = acc.w;
         }
     } else {
         for (var j = 0u; j < 4u; j++) {
-            let n = tile * BN + lx + 16u * j;
+            let n = tile * BN + 4u * lx + j;
             if (n < p.n) {
                 partials[row + n] = acc[j];
             }
@@ -117,7 +120,7 @@ fn main(
         return;
     }
     // 4 × 4 outputs per thread in vec4 registers (private arrays indexed in loops can end up in
-    // local memory): row i of the thread's block is acc_i, its columns the vector's lanes.
+    // local memory): row 4·y + i of the tile is acc_i, its columns 4·x.. the vector's lanes.
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -147,20 +150,18 @@ fn main(
                 w = mat2x4<f32>(w[0] * gain[blk * 8u + wi], w[1] * gain[blk * 8u + 4u + wi]);
             }
             for (var e = 0u; e < 4u; e++) {
-                xt[(xk + e) * BM + xm] = x_lo[e];
-                xt[(xk + 4u + e) * BM + xm] = x_hi[e];
-                wt[(4u * wi + e) * BN + wc] = w[0][e];
-                wt[(16u + 4u * wi + e) * BN + wc] = w[1][e];
+                xt[(xk + e) * 16u + xm / 4u][xm % 4u] = x_lo[e];
+                xt[(xk + 4u + e) * 16u + xm / 4u][xm % 4u] = x_hi[e];
+                wt[(4u * wi + e) * 16u + wc / 4u][wc % 4u] = w[0][e];
+                wt[(16u + 4u * wi + e) * 16u + wc / 4u][wc % 4u] = w[1][e];
             }
             workgroupBarrier();
             for (var k = 0u; k < TK; k++) {
-                let xr = k * BM + local.y;
-                let a = vec4<f32>(xt[xr], xt[xr + 16u], xt[xr + 32u], xt[xr + 48u]);
+                let a = xt[k * 16u + local.y];
                 if (NORM == 1u) {
                     squares += a * a;
                 }
-                let wr = k * BN + local.x;
-                let b = vec4<f32>(wt[wr], wt[wr + 16u], wt[wr + 32u], wt[wr + 48u]);
+                let b = wt[k * 16u + local.x];
                 acc0 += a.x * b;
                 acc1 += a.y * b;
                 acc2 += a.z * b;
@@ -170,7 +171,7 @@ fn main(
         }
     }
 
-    let rows = vec4<u32>(0u, 16u, 32u, 48u) + (m0 + local.y);
+    let rows = vec4<u32>(0u, 1u, 2u, 3u) + (m0 + 4u * local.y);
     if (rows.x < m_total) {
         emit(group.x, group.z, local.x, rows.x, acc0, squares.x);
     }

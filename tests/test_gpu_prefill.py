@@ -64,7 +64,8 @@ def test_a_prompt_of_one_pass_and_one_row(wide):
     path, _ = wide
     cpu, gpu = pair(path)
     ids = prompt(CHUNK + 1, seed=3)
-    assert_logits_close(gpu.logits(ids), cpu.logits(ids), rtol=1e-5)
+    # 1e-4: f32 rounding over 257 positions nears 1e-5 on the CPU's side too (the bar).
+    assert_logits_close(gpu.logits(ids), cpu.logits(ids), rtol=1e-4)
     assert gpu.generate_ids(ids, 6) == cpu.generate_ids(ids, 6)
 
 
@@ -103,14 +104,23 @@ def test_head_dims_staged_in_several_chunks(tmp_path, head_dim):
     assert_logits_close(logits, reference(cfg, weights).logits(ids), rtol=1e-5)
 
 
-def test_the_profile_labels_split_products_and_their_reduce(wide):
-    path, _ = wide
-    _, gpu = pair(path)
-    session = gpu._native.session()
+def prefill_labels(path):
+    session = pv.Transformer.from_hf_dir(path, device="gpu")._native.session()
     session.feed(prompt(9))
-    labels = [name for name, _, _ in session.gpu_profile(1, rows=20)]
+    return [name for name, _, _ in session.gpu_profile(1, rows=20)]
+
+
+PRODUCTS = ["norm + QKV", "O + residual", "norm + gate·up·SiLU", "down + residual"]
+
+
+def test_the_profile_labels_split_products_and_their_reduce(wide, tmp_path):
+    labels = prefill_labels(wide[0])
     layers = WIDE["num_hidden_layers"]
-    for product in ["norm + QKV", "O + residual", "norm + gate·up·SiLU", "down + residual"]:
+    for product in PRODUCTS:
         assert f"{product} (split-K partials) ×{layers}" in labels
         assert f"{product} (reduce) ×{layers}" in labels
     assert f"attention ×{layers}" in labels and f"RoPE + cache append ×{layers}" in labels
+    # K ≤ 128 everywhere: every product is one dispatch, its epilogue in the tiles.
+    labels = prefill_labels(checkpoint(tmp_path, "narrow", CONFIG, seed=1)[0])
+    assert all(f"{product} ×{CONFIG['num_hidden_layers']}" in labels for product in PRODUCTS)
+    assert not any("reduce" in label for label in labels)

@@ -196,8 +196,9 @@ pub(crate) fn matvec(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, 
     Ok(Recorded { pipeline, group, grid: ctx.grid(rows.div_ceil(rows_per_pass * repeat))?, scale: Scale::Fixed })
 }
 
-/// The fewest 32-value blocks of K a split-K tile workgroup walks: 4 blocks = 128 of K, four
-/// k-steps. A tile's k-steps are latency bound (global loads → workgroup memory → barrier →
+/// The 32-value blocks of K a split-K tile workgroup walks when K is split as finely as it may
+/// be: at most 4 blocks = 128 of K, four k-steps (the blocks are spread evenly over the splits,
+/// so 5 blocks walk 3 + 2). A tile's k-steps are latency bound (global loads → workgroup memory → barrier →
 /// multiply-adds → barrier, ≈ 2 µs each on the H100), so a product runs faster as short walks
 /// over many workgroups than as long walks over few; much shorter walks and the partial tiles
 /// (written, then read again by the reduce) cost more than the k-steps they save.
@@ -208,7 +209,8 @@ const BLOCKS_PER_SPLIT: usize = 4;
 const SPLIT_WORKGROUPS: usize = 256;
 
 /// How a many-row product walks K: `splits` workgroups per output tile (grid z), each over
-/// `blocks_per_split` blocks of 32 (the last over what is left).
+/// `blocks_per_split` blocks of 32 (the last over what is left). At most ⌈blocks /
+/// BLOCKS_PER_SPLIT⌉ splits, fewer when the product has column tiles enough without.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct SplitK {
     splits: usize,
@@ -371,8 +373,9 @@ fn attention_params(ctx: &Context, heads: Heads) -> Result<wgpu::Buffer> {
 /// New rows a prefill attention workgroup takes (and keys it stages at once: 16 × 16 scores, one
 /// per thread).
 const QUERY_TILE: usize = 16;
-/// Head dims a prefill attention workgroup stages at once: 16 rows of Q, K and V of 64 dims and the
-/// scores take 14 KiB, within WebGPU's default 16 KiB of workgroup memory.
+/// Head dims a prefill attention workgroup stages at once: 16 rows of Q, K and V of 64 dims (Q and
+/// K padded by 4) with the scores and weights take 14.5 KiB, within WebGPU's default 16 KiB of
+/// workgroup memory; longer heads go in several chunks.
 const DIMS_PER_CHUNK: usize = 64;
 
 /// Causal attention of the new rows (RoPE applied and the caches filled by `rope_kv`) against
@@ -381,7 +384,8 @@ const DIMS_PER_CHUNK: usize = 64;
 pub(crate) fn attention(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &AttentionBuffers<'_>, max_rows: usize) -> Result<Recorded> {
     check_heads(heads)?;
     let hd = heads.head_dim;
-    let dc = hd.min(DIMS_PER_CHUNK);
+    // Whole vectors of 4 (a head of 2 or 6 dims is padded with zeros).
+    let dc = hd.next_multiple_of(4).min(DIMS_PER_CHUNK);
     let header = format!("const HD: u32 = {hd}u;\nconst DC: u32 = {dc}u;\nconst NCH: u32 = {}u;\n", hd.div_ceil(dc));
     let pipeline = cache::bounded_pipeline(ctx, "decoder_attention", header, &[ATTENTION_WGSL])?;
     let params = attention_params(ctx, heads)?;
@@ -422,4 +426,44 @@ pub(crate) fn argmax(ctx: &Context, logits: &wgpu::Buffer, n: usize, tokens: &wg
     let params = ctx.uniform("argmax params", &params)?;
     let group = bind(ctx, &pipeline, &[(0, &params), (1, logits), (9, tokens)]);
     Ok(Recorded { pipeline, group, grid: (1, 1, 1), scale: Scale::Fixed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{tiles_partials_len, tile_columns, Epilogue, SplitK, BLOCKS_PER_SPLIT};
+
+    fn split(k: usize, n: usize, epilogue: Epilogue) -> SplitK {
+        SplitK::of(k, tile_columns(n, epilogue).1)
+    }
+
+    #[test]
+    fn smollm2_products_split_k_into_walks_of_four_blocks() {
+        let four = |splits| SplitK { splits, blocks_per_split: 4 };
+        assert_eq!(split(576, 960, Epilogue::Concat), four(5)); // norm + QKV: 18 blocks, 4+4+4+4+2
+        assert_eq!(split(576, 576, Epilogue::Add), four(5)); // O + residual
+        assert_eq!(split(576, 1536, Epilogue::SwiGlu), four(5)); // norm + gate·up·SiLU
+        assert_eq!(split(1536, 576, Epilogue::Add), four(12)); // down + residual
+        // The LM head over every row already has 768 column tiles: one walk over all of K.
+        assert_eq!(split(576, 49_152, Epilogue::Store), SplitK { splits: 1, blocks_per_split: 18 });
+        assert_eq!(tiles_partials_len(576, 49_152, Epilogue::Store, true, 256), 0);
+        // Per split and row: 576 sums; with the norm one sum of squares more.
+        assert_eq!(tiles_partials_len(1536, 576, Epilogue::Add, false, 256), 12 * 256 * 576);
+        assert_eq!(tiles_partials_len(576, 1536, Epilogue::SwiGlu, true, 256), 5 * 256 * (2 * 1536 + 1));
+    }
+
+    #[test]
+    fn splits_cover_every_block_once_and_none_is_empty() {
+        for blocks in 1..200 {
+            for column_tiles in [1, 3, 9, 48, 100, 300, 1000] {
+                let s = SplitK::of(32 * blocks, column_tiles);
+                assert!(s.splits * s.blocks_per_split >= blocks, "{blocks} blocks, {s:?}");
+                assert!((s.splits - 1) * s.blocks_per_split < blocks, "{blocks} blocks, {s:?}: an empty split");
+                let finest = blocks.div_ceil(BLOCKS_PER_SPLIT);
+                assert!(s.splits <= finest, "{blocks} blocks, {s:?}");
+                assert!(s.splits < finest || s.blocks_per_split <= BLOCKS_PER_SPLIT, "{blocks} blocks, {s:?}");
+            }
+        }
+        assert_eq!(SplitK::of(96, 1), SplitK { splits: 1, blocks_per_split: 3 });
+        assert_eq!(SplitK::of(160, 1), SplitK { splits: 2, blocks_per_split: 3 });
+    }
 }
