@@ -98,25 +98,22 @@ impl Product<'_> {
         Ok(())
     }
 
-    /// The bind group of a matvec or tiles kernel: params, x, γ, bias, step, y, a, b, c.
-    fn bind(&self, ctx: &Context, pipeline: &wgpu::ComputePipeline, shared: &Shared<'_>, params: &wgpu::Buffer, gain: Option<&wgpu::Buffer>) -> wgpu::BindGroup {
+    /// The bindings of a matvec or tiles kernel: params, x, γ, bias, step, y, a, b, c, then `extra`.
+    fn bind<'b>(&'b self, ctx: &Context, pipeline: &wgpu::ComputePipeline, shared: &Shared<'b>, params: &'b wgpu::Buffer, gain: Option<&'b wgpu::Buffer>, extra: &[(u32, Range<'b>)]) -> wgpu::BindGroup {
         let abc = self.abc();
         let whole = Range::whole;
-        bind_ranges(
-            ctx,
-            pipeline,
-            &[
-                (0, whole(params)),
-                (1, whole(self.x)),
-                (2, whole(gain.unwrap_or(shared.none))),
-                (3, whole(self.bias.unwrap_or(shared.none))),
-                (4, whole(shared.step)),
-                (5, whole(self.y)),
-                (6, abc[0].range()),
-                (7, abc[1].range()),
-                (8, abc[2].range()),
-            ],
-        )
+        let entries = [
+            (0, whole(params)),
+            (1, whole(self.x)),
+            (2, whole(gain.unwrap_or(shared.none))),
+            (3, whole(self.bias.unwrap_or(shared.none))),
+            (4, whole(shared.step)),
+            (5, whole(self.y)),
+            (6, abc[0].range()),
+            (7, abc[1].range()),
+            (8, abc[2].range()),
+        ];
+        bind_ranges(ctx, pipeline, &[&entries[..], extra].concat())
     }
 
     /// The matrices as a, b, c (missing ones repeat the first: bound, never read).
@@ -192,7 +189,7 @@ pub(crate) fn matvec(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, 
         _pad: [0; 3],
     };
     let params = ctx.uniform("matvec params", &params)?;
-    let group = product.bind(ctx, &pipeline, shared, &params, norm.map(|n| n.0));
+    let group = product.bind(ctx, &pipeline, shared, &params, norm.map(|n| n.0), &[]);
     Ok(Recorded { pipeline, group, grid: ctx.grid(rows.div_ceil(rows_per_pass * repeat))?, scale: Scale::Fixed })
 }
 
@@ -279,27 +276,12 @@ pub(crate) fn tiles(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, n
     let params: [u32; 8] = [n as u32, abc[0].rows as u32, abc[1].rows as u32, epsilon.to_bits(), columns as u32, max_rows as u32, 0, 0];
     let params = ctx.uniform("tiles params", &params)?;
     let whole = Range::whole;
-    let bias = whole(product.bias.unwrap_or(shared.none));
-    let group = bind_ranges(
-        ctx,
-        &pipeline,
-        &[
-            (0, whole(&params)),
-            (1, whole(product.x)),
-            (2, whole(norm.map_or(shared.none, |n| n.0))),
-            (3, bias),
-            (4, whole(shared.step)),
-            (5, whole(product.y)),
-            (6, abc[0].range()),
-            (7, abc[1].range()),
-            (8, abc[2].range()),
-            (13, whole(partials)),
-        ],
-    );
+    let group = product.bind(ctx, &pipeline, shared, &params, norm.map(|n| n.0), &[(13, whole(partials))]);
     let grid = (column_tiles as u32, max_rows.div_ceil(64) as u32, split.splits as u32);
     let mut dispatches = vec![Recorded { pipeline, group, grid, scale: Scale::Rows { axis: 1, per: 64 } }];
     if split.splits > 1 {
         let pipeline = cache::bounded_pipeline(ctx, "decoder_tiles_reduce", header, &[EPILOGUE_WGSL, TILES_REDUCE_WGSL])?;
+        let bias = whole(product.bias.unwrap_or(shared.none));
         let group = bind_ranges(ctx, &pipeline, &[(0, whole(&params)), (3, bias), (4, whole(shared.step)), (5, whole(product.y)), (13, whole(partials))]);
         let grid = (n.div_ceil(64) as u32, max_rows.div_ceil(4) as u32, 1);
         dispatches.push(Recorded { pipeline, group, grid, scale: Scale::Rows { axis: 1, per: 4 } });
