@@ -12,8 +12,9 @@
 // and the same 32 of b, thread x's columns being a's rows 2x, 2x + 1 and b's same two, so a thread
 // holds both factors of its outputs.
 // With NORM each row of X is RMS-normalised (gain γ) on the way: (x·r⊙γ)·Wᵀ = r·(x·(γ⊙W)ᵀ), so γ
-// multiplies the staged W, each thread sums its rows' squares from the staged X, and r applies in
-// the epilogue (a split's partial squares go after the partial sums, written by column tile 0).
+// multiplies the staged W, each thread sums the squares of the X values it stages, the four
+// threads staging a row add theirs at the end, and r applies in the epilogue (a split's partial
+// squares go after the partial sums, written by column tile 0).
 // Prepended: K, MODE, HAS_BIAS, NORM, SPLITS, BLOCKS_PER_SPLIT. M (rows of X) is `step.count`;
 // workgroups past it return at once.
 
@@ -125,7 +126,8 @@ fn main(
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    var squares = vec4<f32>(0.0);
+    // With NORM: Σx² of the values this thread staged (row thread % 64, a quarter of each block).
+    var staged_squares = 0.0;
     // Staging roles. X: row thread % 64, values 8·(thread / 64).. of the block (consecutive threads
     // store consecutive rows: no bank conflicts). W: column thread / 4, slice thread % 4 (a
     // column's four threads read its block's words together).
@@ -145,6 +147,9 @@ fn main(
                 x_lo = x[at];
                 x_hi = x[at + 1u];
             }
+            if (NORM == 1u) {
+                staged_squares += dot(x_lo, x_lo) + dot(x_hi, x_hi);
+            }
             var w = weight_slice(group.x, wc, blk, wi);
             if (NORM == 1u) {
                 w = mat2x4<f32>(w[0] * gain[blk * 8u + wi], w[1] * gain[blk * 8u + 4u + wi]);
@@ -158,9 +163,6 @@ fn main(
             workgroupBarrier();
             for (var k = 0u; k < TK; k++) {
                 let a = xt[k * 16u + local.y];
-                if (NORM == 1u) {
-                    squares += a * a;
-                }
                 let b = wt[k * 16u + local.x];
                 acc0 += a.x * b;
                 acc1 += a.y * b;
@@ -171,6 +173,14 @@ fn main(
         }
     }
 
+    // The squares of rows 4·y.. (lanes): the four quarters staged by threads r, r + 64, r + 128 and
+    // r + 192, gathered through xt (free after the last k-step's barrier), added in that order.
+    var squares = vec4<f32>(0.0);
+    if (NORM == 1u) {
+        xt[thread / 4u][thread % 4u] = staged_squares;
+        workgroupBarrier();
+        squares = xt[local.y] + xt[local.y + 16u] + xt[local.y + 32u] + xt[local.y + 48u];
+    }
     let rows = vec4<u32>(0u, 1u, 2u, 3u) + (m0 + 4u * local.y);
     if (rows.x < m_total) {
         emit(group.x, group.z, local.x, rows.x, acc0, squares.x);
