@@ -31,7 +31,7 @@ PROMPT = [1, 5, 9, 33, 2, 63, 17, 17, 40]
 def random_weights(cfg, seed=0, qkv_bias=False):
     rng = np.random.default_rng(seed)
     d, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-    hd = d // cfg["num_attention_heads"]
+    hd = cfg.get("head_dim") or d // cfg["num_attention_heads"]
     q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
     w = {"model.embed_tokens.weight": rng.normal(0, 1, (v, d)), "model.norm.weight": 1 + 0.1 * rng.normal(size=d)}
     if not cfg.get("tie_word_embeddings"):

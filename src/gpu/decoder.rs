@@ -1,8 +1,9 @@
 //! The kernels of a decoder-only transformer's token step and prefill, over resident buffers
 //! (resident.rs): one-row products with fused RMSNorm and epilogues (shaders/decoder_matvec.wgsl),
-//! register-blocked tiles for many rows (decoder_tiles.wgsl), embedding lookup, RoPE + KV append,
-//! cached causal attention with an online softmax, and the greedy argmax. Each builder returns a
-//! `Recorded` dispatch; the model (llm/gpu_model.rs) decides their order. No model knowledge here.
+//! register-blocked tiles for many rows split along K with their reduce (decoder_tiles.wgsl,
+//! decoder_tiles_reduce.wgsl), embedding lookup, RoPE + KV append, tiled causal attention with an
+//! online softmax, and the greedy argmax. Each builder returns `Recorded` dispatches; the model
+//! (llm/gpu_model.rs) decides their order. No model knowledge here.
 
 use super::cache;
 use super::context::Context;
@@ -11,6 +12,8 @@ use crate::error::{Error, Result};
 
 const MATVEC_WGSL: &str = include_str!("../../shaders/decoder_matvec.wgsl");
 const TILES_WGSL: &str = include_str!("../../shaders/decoder_tiles.wgsl");
+const TILES_REDUCE_WGSL: &str = include_str!("../../shaders/decoder_tiles_reduce.wgsl");
+const EPILOGUE_WGSL: &str = include_str!("../../shaders/decoder_epilogue.wgsl");
 const EMBED_WGSL: &str = include_str!("../../shaders/decoder_embed.wgsl");
 const ROPE_KV_WGSL: &str = include_str!("../../shaders/decoder_rope_kv.wgsl");
 const ATTENTION_WGSL: &str = include_str!("../../shaders/decoder_attention.wgsl");
@@ -95,25 +98,22 @@ impl Product<'_> {
         Ok(())
     }
 
-    /// The bind group of a matvec or tiles kernel: params, x, γ, bias, step, y, a, b, c.
-    fn bind(&self, ctx: &Context, pipeline: &wgpu::ComputePipeline, shared: &Shared<'_>, params: &wgpu::Buffer, gain: Option<&wgpu::Buffer>) -> wgpu::BindGroup {
+    /// The bindings of a matvec or tiles kernel: params, x, γ, bias, step, y, a, b, c, then `extra`.
+    fn bind<'b>(&'b self, ctx: &Context, pipeline: &wgpu::ComputePipeline, shared: &Shared<'b>, params: &'b wgpu::Buffer, gain: Option<&'b wgpu::Buffer>, extra: &[(u32, Range<'b>)]) -> wgpu::BindGroup {
         let abc = self.abc();
         let whole = Range::whole;
-        bind_ranges(
-            ctx,
-            pipeline,
-            &[
-                (0, whole(params)),
-                (1, whole(self.x)),
-                (2, whole(gain.unwrap_or(shared.none))),
-                (3, whole(self.bias.unwrap_or(shared.none))),
-                (4, whole(shared.step)),
-                (5, whole(self.y)),
-                (6, abc[0].range()),
-                (7, abc[1].range()),
-                (8, abc[2].range()),
-            ],
-        )
+        let entries = [
+            (0, whole(params)),
+            (1, whole(self.x)),
+            (2, whole(gain.unwrap_or(shared.none))),
+            (3, whole(self.bias.unwrap_or(shared.none))),
+            (4, whole(shared.step)),
+            (5, whole(self.y)),
+            (6, abc[0].range()),
+            (7, abc[1].range()),
+            (8, abc[2].range()),
+        ];
+        bind_ranges(ctx, pipeline, &[&entries[..], extra].concat())
     }
 
     /// The matrices as a, b, c (missing ones repeat the first: bound, never read).
@@ -189,32 +189,104 @@ pub(crate) fn matvec(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, 
         _pad: [0; 3],
     };
     let params = ctx.uniform("matvec params", &params)?;
-    let group = product.bind(ctx, &pipeline, shared, &params, norm.map(|n| n.0));
+    let group = product.bind(ctx, &pipeline, shared, &params, norm.map(|n| n.0), &[]);
     Ok(Recorded { pipeline, group, grid: ctx.grid(rows.div_ceil(rows_per_pass * repeat))?, scale: Scale::Fixed })
 }
 
+/// The 32-value blocks of K a split-K tile workgroup walks when K is split as finely as it may
+/// be: at most 4 blocks = 128 of K, four k-steps (the blocks are spread evenly over the splits,
+/// so 5 blocks walk 3 + 2). A tile's k-steps are latency bound (global loads → workgroup memory → barrier →
+/// multiply-adds → barrier, ≈ 2 µs each on the H100), so a product runs faster as short walks
+/// over many workgroups than as long walks over few; much shorter walks and the partial tiles
+/// (written, then read again by the reduce) cost more than the k-steps they save.
+const BLOCKS_PER_SPLIT: usize = 4;
+/// Workgroups per 64-row tile that splitting K aims for (a few per SM of a large GPU): K is split
+/// only until column tiles × splits reach it, so a product that is already wide (an LM head over
+/// every row) is not split and the partials of big models' products stay a few copies of Y.
+const SPLIT_WORKGROUPS: usize = 256;
+
+/// How a many-row product walks K: `splits` workgroups per output tile (grid z), each over
+/// `blocks_per_split` blocks of 32 (the last over what is left). At most ⌈blocks /
+/// BLOCKS_PER_SPLIT⌉ splits, fewer when the product has column tiles enough without.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SplitK {
+    splits: usize,
+    blocks_per_split: usize,
+}
+
+impl SplitK {
+    fn of(k: usize, column_tiles: usize) -> SplitK {
+        let blocks = k.div_ceil(32).max(1);
+        let wanted = SPLIT_WORKGROUPS.div_ceil(column_tiles.max(1));
+        let splits = wanted.clamp(1, blocks.div_ceil(BLOCKS_PER_SPLIT));
+        let blocks_per_split = blocks.div_ceil(splits);
+        SplitK { splits: blocks.div_ceil(blocks_per_split), blocks_per_split }
+    }
+}
+
+/// (partial sums per row, tiles of output columns) of a tiles product with `n` outputs per row:
+/// a SwiGLU tile holds 32 outputs (their gate and up columns), any other 64.
+fn tile_columns(n: usize, epilogue: Epilogue) -> (usize, usize) {
+    match epilogue {
+        Epilogue::SwiGlu => (2 * n, n.div_ceil(32)),
+        _ => (n, n.div_ceil(64)),
+    }
+}
+
+/// Floats of the partials buffer `tiles` needs for a product with K = `k`, `n` outputs per row
+/// and `max_rows` rows (0 when K is not split): per split and row its partial sums, then with
+/// `norm` per split and row the partial sum of squares.
+pub(crate) fn tiles_partials_len(k: usize, n: usize, epilogue: Epilogue, norm: bool, max_rows: usize) -> usize {
+    let (columns, column_tiles) = tile_columns(n, epilogue);
+    match SplitK::of(k, column_tiles).splits {
+        1 => 0,
+        splits => splits * max_rows * (columns + norm as usize),
+    }
+}
+
 /// Rows of `x` up to `max_rows` (the rows computed are `step.count`) through `product`, each row
-/// RMS-normalised by `norm` = (γ, ε) first.
-pub(crate) fn tiles(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, norm: Option<(&wgpu::Buffer, f32)>, max_rows: usize) -> Result<Recorded> {
+/// RMS-normalised by `norm` = (γ, ε) first: register-blocked 64 × 64 tiles split along K (grid
+/// column tiles × row tiles × splits), then, when K is split, the reduce that sums the splits'
+/// partial tiles (in `partials`, `tiles_partials_len` floats) and applies the epilogue.
+pub(crate) fn tiles(ctx: &Context, shared: &Shared<'_>, product: &Product<'_>, norm: Option<(&wgpu::Buffer, f32)>, max_rows: usize, partials: &wgpu::Buffer) -> Result<Vec<Recorded>> {
     product.check()?;
     let (k, n) = (product.k(), product.n());
-    let (wg_x, wg_y, rm, rn, tk) = (16, 16, 4, 4, 16);
+    let (columns, column_tiles) = tile_columns(n, product.epilogue);
+    let split = SplitK::of(k, column_tiles);
+    let needed = tiles_partials_len(k, n, product.epilogue, norm.is_some(), max_rows);
+    if (needed * 4) as u64 > partials.size() {
+        return Err(Error::Shape(format!(
+            "a {:?} product of {max_rows} rows × {n} columns split {} ways along K = {k} needs {needed} floats of partials; the buffer holds {}",
+            product.epilogue,
+            split.splits,
+            partials.size() / 4
+        )));
+    }
     let header = format!(
-        "const WG_X: u32 = {wg_x}u;\nconst WG_Y: u32 = {wg_y}u;\nconst RM: u32 = {rm}u;\nconst RN: u32 = {rn}u;\n\
-         const TK: u32 = {tk}u;\nconst K: u32 = {k}u;\nconst MODE: u32 = {}u;\nconst HAS_BIAS: u32 = {}u;\n\
-         const NORM: u32 = {}u;\n",
+        "const K: u32 = {k}u;\nconst MODE: u32 = {}u;\nconst HAS_BIAS: u32 = {}u;\nconst NORM: u32 = {}u;\nconst SPLITS: u32 = {}u;\n",
         product.epilogue as u32,
         product.bias.is_some() as u32,
-        norm.is_some() as u32
+        norm.is_some() as u32,
+        split.splits
     );
     let (source, key, abc) = product.sources(false);
-    let pipeline = cache::bounded_pipeline(ctx, "decoder_tiles", format!("{header}// {key}\n"), &[&source, TILES_WGSL])?;
+    let walk = format!("{header}const BLOCKS_PER_SPLIT: u32 = {}u;\n// {key}\n", split.blocks_per_split);
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_tiles", walk, &[&source, EPILOGUE_WGSL, TILES_WGSL])?;
     let epsilon = norm.map_or(0.0, |n| n.1);
-    let params: [u32; 4] = [n as u32, abc[0].rows as u32, abc[1].rows as u32, epsilon.to_bits()];
+    let params: [u32; 8] = [n as u32, abc[0].rows as u32, abc[1].rows as u32, epsilon.to_bits(), columns as u32, max_rows as u32, 0, 0];
     let params = ctx.uniform("tiles params", &params)?;
-    let group = product.bind(ctx, &pipeline, shared, &params, norm.map(|n| n.0));
-    let grid = (n.div_ceil(wg_x * rn) as u32, max_rows.div_ceil(wg_y * rm) as u32, 1);
-    Ok(Recorded { pipeline, group, grid, scale: Scale::Rows { axis: 1, per: wg_y * rm } })
+    let whole = Range::whole;
+    let group = product.bind(ctx, &pipeline, shared, &params, norm.map(|n| n.0), &[(13, whole(partials))]);
+    let grid = (column_tiles as u32, max_rows.div_ceil(64) as u32, split.splits as u32);
+    let mut dispatches = vec![Recorded { pipeline, group, grid, scale: Scale::Rows { axis: 1, per: 64 } }];
+    if split.splits > 1 {
+        let pipeline = cache::bounded_pipeline(ctx, "decoder_tiles_reduce", header, &[EPILOGUE_WGSL, TILES_REDUCE_WGSL])?;
+        let bias = whole(product.bias.unwrap_or(shared.none));
+        let group = bind_ranges(ctx, &pipeline, &[(0, whole(&params)), (3, bias), (4, whole(shared.step)), (5, whole(product.y)), (13, whole(partials))]);
+        let grid = (n.div_ceil(64) as u32, max_rows.div_ceil(4) as u32, 1);
+        dispatches.push(Recorded { pipeline, group, grid, scale: Scale::Rows { axis: 1, per: 4 } });
+    }
+    Ok(dispatches)
 }
 
 /// y[t] = the table row of tokens[t], for t < step.count (at most `max_rows`).
@@ -280,18 +352,29 @@ fn attention_params(ctx: &Context, heads: Heads) -> Result<wgpu::Buffer> {
     ctx.uniform("attention params", &Params { heads: heads.heads as u32, kv_heads: heads.kv_heads as u32, capacity: heads.capacity as u32, scale })
 }
 
+/// New rows a prefill attention workgroup takes (and keys it stages at once: 16 × 16 scores, one
+/// per thread).
+const QUERY_TILE: usize = 16;
+/// Head dims a prefill attention workgroup stages at once: 16 rows of Q, K and V of 64 dims (Q and
+/// K padded by 4) with the scores and weights take 14.5 KiB, within WebGPU's default 16 KiB of
+/// workgroup memory; longer heads go in several chunks.
+const DIMS_PER_CHUNK: usize = 64;
+
 /// Causal attention of the new rows (RoPE applied and the caches filled by `rope_kv`) against
-/// the caches: one workgroup per (head, row), KEY_TILE keys staged at a time, online softmax.
+/// the caches: one workgroup of 256 threads per (head, QUERY_TILE rows), keys staged 16 at a
+/// time, an online softmax per row.
 pub(crate) fn attention(ctx: &Context, shared: &Shared<'_>, heads: Heads, b: &AttentionBuffers<'_>, max_rows: usize) -> Result<Recorded> {
     check_heads(heads)?;
     let hd = heads.head_dim;
-    let wg = hd.next_power_of_two().max(KEY_TILE);
-    let header = format!("const HD: u32 = {hd}u;\nconst WG: u32 = {wg}u;\nconst TILE: u32 = {KEY_TILE}u;\n");
-    let pipeline = cache::bounded_pipeline(ctx, "decoder_attention", header, &[ONLINE_SOFTMAX_WGSL, ATTENTION_WGSL])?;
+    // Whole vectors of 4 (a head of 2 or 6 dims is padded with zeros).
+    let dc = hd.next_multiple_of(4).min(DIMS_PER_CHUNK);
+    let header = format!("const HD: u32 = {hd}u;\nconst DC: u32 = {dc}u;\nconst NCH: u32 = {}u;\n", hd.div_ceil(dc));
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_attention", header, &[ATTENTION_WGSL])?;
     let params = attention_params(ctx, heads)?;
     let w = Range::whole;
     let group = bind_ranges(ctx, &pipeline, &[(0, w(&params)), (4, w(shared.step)), (5, w(b.out)), (10, b.k_cache), (11, b.v_cache), (12, w(b.qkv))]);
-    Ok(Recorded { pipeline, group, grid: (heads.heads as u32, max_rows as u32, 1), scale: Scale::Rows { axis: 1, per: 1 } })
+    let grid = (heads.heads as u32, max_rows.div_ceil(QUERY_TILE) as u32, 1);
+    Ok(Recorded { pipeline, group, grid, scale: Scale::Rows { axis: 1, per: QUERY_TILE } })
 }
 
 /// One decode step's attention split over the keys (`keys_per_split` per workgroup), with RoPE and
@@ -325,4 +408,44 @@ pub(crate) fn argmax(ctx: &Context, logits: &wgpu::Buffer, n: usize, tokens: &wg
     let params = ctx.uniform("argmax params", &params)?;
     let group = bind(ctx, &pipeline, &[(0, &params), (1, logits), (9, tokens)]);
     Ok(Recorded { pipeline, group, grid: (1, 1, 1), scale: Scale::Fixed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{tiles_partials_len, tile_columns, Epilogue, SplitK, BLOCKS_PER_SPLIT};
+
+    fn split(k: usize, n: usize, epilogue: Epilogue) -> SplitK {
+        SplitK::of(k, tile_columns(n, epilogue).1)
+    }
+
+    #[test]
+    fn smollm2_products_split_k_into_walks_of_four_blocks() {
+        let four = |splits| SplitK { splits, blocks_per_split: 4 };
+        assert_eq!(split(576, 960, Epilogue::Concat), four(5)); // norm + QKV: 18 blocks, 4+4+4+4+2
+        assert_eq!(split(576, 576, Epilogue::Add), four(5)); // O + residual
+        assert_eq!(split(576, 1536, Epilogue::SwiGlu), four(5)); // norm + gate·up·SiLU
+        assert_eq!(split(1536, 576, Epilogue::Add), four(12)); // down + residual
+        // The LM head over every row already has 768 column tiles: one walk over all of K.
+        assert_eq!(split(576, 49_152, Epilogue::Store), SplitK { splits: 1, blocks_per_split: 18 });
+        assert_eq!(tiles_partials_len(576, 49_152, Epilogue::Store, true, 256), 0);
+        // Per split and row: 576 sums; with the norm one sum of squares more.
+        assert_eq!(tiles_partials_len(1536, 576, Epilogue::Add, false, 256), 12 * 256 * 576);
+        assert_eq!(tiles_partials_len(576, 1536, Epilogue::SwiGlu, true, 256), 5 * 256 * (2 * 1536 + 1));
+    }
+
+    #[test]
+    fn splits_cover_every_block_once_and_none_is_empty() {
+        for blocks in 1..200 {
+            for column_tiles in [1, 3, 9, 48, 100, 300, 1000] {
+                let s = SplitK::of(32 * blocks, column_tiles);
+                assert!(s.splits * s.blocks_per_split >= blocks, "{blocks} blocks, {s:?}");
+                assert!((s.splits - 1) * s.blocks_per_split < blocks, "{blocks} blocks, {s:?}: an empty split");
+                let finest = blocks.div_ceil(BLOCKS_PER_SPLIT);
+                assert!(s.splits <= finest, "{blocks} blocks, {s:?}");
+                assert!(s.splits < finest || s.blocks_per_split <= BLOCKS_PER_SPLIT, "{blocks} blocks, {s:?}");
+            }
+        }
+        assert_eq!(SplitK::of(96, 1), SplitK { splits: 1, blocks_per_split: 3 });
+        assert_eq!(SplitK::of(160, 1), SplitK { splits: 2, blocks_per_split: 3 });
+    }
 }

@@ -5,7 +5,8 @@
 //! - decode: embed → per block [RMSNorm+QKV, attention (RoPE, cache append, online softmax),
 //!   O-projection+residual, RMSNorm+gate·up+SiLU·mul, down-projection+residual] → RMSNorm+head →
 //!   argmax, 5 dispatches a block;
-//! - prefill: the same with register-blocked tiles for the products and a separate RoPE/append.
+//! - prefill: the same with register-blocked tiles for the products (split along K, each split
+//!   product followed by its reduce), a separate RoPE/append and tiled causal attention.
 
 use std::collections::VecDeque;
 
@@ -27,6 +28,22 @@ const AHEAD_STEPS: usize = 2;
 const FIRST_CAPACITY: usize = 256;
 /// How `unfused_reason` starts once a fused step gave up (it is not tried again).
 const GAVE_UP: &str = "the fused step gave up";
+
+/// The labels of a product's dispatches: [the product unsplit, its split-K partials, their reduce].
+macro_rules! product_labels {
+    ($name:literal) => {
+        [$name, concat!($name, " (split-K partials)"), concat!($name, " (reduce)")]
+    };
+}
+
+/// The labels of a prefill stage's `dispatches` from `names` = [one dispatch, the first of two,
+/// the second of two].
+fn stage_labels(dispatches: usize, names: [&'static str; 3]) -> Vec<&'static str> {
+    match dispatches {
+        1 => vec![names[0]],
+        _ => names[1..].to_vec(),
+    }
+}
 
 struct Block {
     attn_norm: wgpu::Buffer,
@@ -263,6 +280,20 @@ impl GpuModel {
         (self.heads + 2 * self.kv_heads) * self.head_dim
     }
 
+    /// Floats of the split-K partials a prefill pass's products (and `all_logits`' head) need:
+    /// the largest of them, as its dispatches run one after the other.
+    fn tile_partials_len(&self) -> usize {
+        let (d, i, q) = (self.hidden, self.intermediate, self.heads * self.head_dim);
+        let products = [
+            (d, self.qkv_width(), Epilogue::Concat, true),
+            (q, d, Epilogue::Add, false),
+            (d, i, Epilogue::SwiGlu, true),
+            (i, d, Epilogue::Add, false),
+            (d, self.vocab, Epilogue::Store, true),
+        ];
+        products.into_iter().map(|(k, n, epilogue, norm)| decoder::tiles_partials_len(k, n, epilogue, norm, CHUNK)).max().unwrap_or(0)
+    }
+
     /// A new sequence's state: caches for FIRST_CAPACITY positions (they grow on demand).
     pub fn start(&self) -> Result<GpuState> {
         self.ctx.scoped("allocating a GPU decode state", || GpuState::new(self, FIRST_CAPACITY.min(self.context_length).next_multiple_of(64)))
@@ -281,6 +312,8 @@ pub struct GpuState {
     /// The split decode attention's partial softmaxes (sized by the capacity).
     partials: wgpu::Buffer,
     h: wgpu::Buffer,
+    /// The split-K partial tiles of the prefill products, shared by all of them.
+    tile_partials: wgpu::Buffer,
     logits: wgpu::Buffer,
     /// Every layer's K (and V) cache, layer l's at l · cache_layer_bytes.
     k_cache: wgpu::Buffer,
@@ -348,6 +381,7 @@ impl GpuState {
             attn: f32s("attention", CHUNK * m.heads * m.head_dim, U::STORAGE)?,
             partials: f32s("attention partials", decoder::decode_partials_len(m.heads_for(capacity)), U::STORAGE)?,
             h: f32s("h", CHUNK * m.intermediate, U::STORAGE)?,
+            tile_partials: f32s("tile partials", m.tile_partials_len().max(4), U::STORAGE)?,
             logits: f32s("logits", m.vocab, U::STORAGE | U::COPY_SRC)?,
             k_cache: ctx.empty_buffer("k cache", cache_bytes, cache_usage)?,
             v_cache: ctx.empty_buffer("v cache", cache_bytes, cache_usage)?,
@@ -388,7 +422,7 @@ impl GpuState {
 
     /// VRAM held by this sequence (caches and activations).
     pub fn bytes(&self) -> u64 {
-        let buffers = [&self.step, &self.tokens, &self.x, &self.qkv, &self.attn, &self.partials, &self.h, &self.logits, &self.rope];
+        let buffers = [&self.step, &self.tokens, &self.x, &self.qkv, &self.attn, &self.partials, &self.h, &self.tile_partials, &self.logits, &self.rope];
         let fused = [&self.grid, &self.best, &self.k_cache, &self.v_cache];
         buffers.iter().chain(&fused).map(|b| b.size()).sum::<u64>()
     }
@@ -413,16 +447,20 @@ impl GpuState {
             let o_merged = Product { x: &self.partials, ..o };
             let gate_up = Product { matrices: &[&block.gate, &block.up], epilogue: Epilogue::SwiGlu, x: &self.x, y: &self.h, bias: None };
             let down = Product { matrices: &[&block.down], epilogue: Epilogue::Add, x: &self.h, y: &self.x, bias: None };
-            prefill.extend([
-                decoder::tiles(ctx, &shared, &qkv, Some((&block.attn_norm, eps)), CHUNK)?,
-                decoder::rope_kv(ctx, &shared, heads, &attention, CHUNK)?,
-                decoder::attention(ctx, &shared, heads, &attention, CHUNK)?,
-                decoder::tiles(ctx, &shared, &o, None, CHUNK)?,
-                decoder::tiles(ctx, &shared, &gate_up, Some((&block.ffn_norm, eps)), CHUNK)?,
-                decoder::tiles(ctx, &shared, &down, None, CHUNK)?,
-            ]);
+            let partials = &self.tile_partials;
+            let stages = [
+                (decoder::tiles(ctx, &shared, &qkv, Some((&block.attn_norm, eps)), CHUNK, partials)?, product_labels!("norm + QKV")),
+                (vec![decoder::rope_kv(ctx, &shared, heads, &attention, CHUNK)?], ["RoPE + cache append"; 3]),
+                (vec![decoder::attention(ctx, &shared, heads, &attention, CHUNK)?], ["attention"; 3]),
+                (decoder::tiles(ctx, &shared, &o, None, CHUNK, partials)?, product_labels!("O + residual")),
+                (decoder::tiles(ctx, &shared, &gate_up, Some((&block.ffn_norm, eps)), CHUNK, partials)?, product_labels!("norm + gate·up·SiLU")),
+                (decoder::tiles(ctx, &shared, &down, None, CHUNK, partials)?, product_labels!("down + residual")),
+            ];
+            for (dispatches, names) in stages {
+                prefill_labels.extend(stage_labels(dispatches.len(), names));
+                prefill.extend(dispatches);
+            }
             labels.extend(["norm + QKV", "attention", "O + residual", "norm + gate·up·SiLU", "down + residual"]);
-            prefill_labels.extend(["norm + QKV", "RoPE + cache append", "attention", "O + residual", "norm + gate·up·SiLU", "down + residual"]);
             decode.extend([
                 decoder::matvec(ctx, &shared, &qkv, Prologue::Norm(&block.attn_norm, eps), false)?,
                 decoder::attention_decode(ctx, &shared, heads, &split_attention)?,
@@ -659,7 +697,7 @@ impl GpuState {
             let staging = ctx.empty_buffer("all logits staging", (rows * m.vocab * 4) as u64, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
             let shared = Shared { step: &self.step, none: &m.none };
             let head = Product { matrices: &[m.head()], epilogue: Epilogue::Store, x: &self.x, y: &out, bias: None };
-            let head = decoder::tiles(ctx, &shared, &head, Some((&m.final_norm, m.epsilon)), rows)?;
+            let head = decoder::tiles(ctx, &shared, &head, Some((&m.final_norm, m.epsilon)), rows, &self.tile_partials)?;
             let mut all = Vec::with_capacity(ids.len() * m.vocab);
             for chunk in ids.chunks(CHUNK) {
                 let bytes = (chunk.len() * m.vocab * 4) as u64;
@@ -715,7 +753,8 @@ impl GpuState {
             body.iter().for_each(|d| d.record(&mut pass, rows, positions));
         }
         if let Tail::Rows { head, .. } = tail {
-            head.record(&mut encoder.begin_compute_pass(&Default::default()), rows, positions);
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            head.iter().for_each(|d| d.record(&mut pass, rows, positions));
         }
         match tail {
             Tail::Token => self.copy_token(&mut encoder, 0),
@@ -833,6 +872,6 @@ enum Tail<'a> {
     Token,
     /// Head on the last row, its logits copied to staging.
     Logits,
-    /// `head` on every row into `out`, `bytes` of it copied to `staging`.
-    Rows { head: &'a Recorded, out: &'a wgpu::Buffer, staging: &'a wgpu::Buffer, bytes: u64 },
+    /// `head`'s dispatches on every row into `out`, `bytes` of it copied to `staging`.
+    Rows { head: &'a [Recorded], out: &'a wgpu::Buffer, staging: &'a wgpu::Buffer, bytes: u64 },
 }
