@@ -9,8 +9,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use wgpu::util::DeviceExt;
 
-/// How long a readback polls the device before it blocks: about a decode step's GPU time.
-const SPIN_BEFORE_BLOCKING: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long a readback polls the device before it blocks: longer than a prefill pass's GPU time,
+/// so a blocking wait's wake-up (which can come milliseconds late) is left for long waits.
+const SPIN_BEFORE_BLOCKING: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub(crate) struct Context {
     pub device: wgpu::Device,
