@@ -3,25 +3,26 @@
 // residual, RMSNorm+gate·up·SiLU, down+residual; RMSNorm+head with per-workgroup argmax; the
 // final argmax), meeting at a grid barrier between phases instead of ending one dispatch and
 // starting the next. Each phase hands its work items ("groups") out round-robin: workgroup w
-// takes groups w, w + P, …, so a phase computes exactly what the separate kernels
-// (decoder_matvec.wgsl, decoder_attention_decode.wgsl, decoder_argmax.wgsl) compute; the
-// attention work item and the merge of its splits are their very functions
-// (split_attention.wgsl, merge_splits.wgsl, online_softmax.wgsl, prepended by the host).
+// takes groups w, w + P, …; a product's group is WG / lanes rows of `lanes` threads each
+// (LANES_* per phase, chosen by the host); the attention work item and the merge of its splits
+// are the dispatched kernels' very functions (split_attention.wgsl, merge_splits.wgsl,
+// online_softmax.wgsl, prepended by the host).
 //
 // The grid barrier: every thread's storage writes are released at device scope
 // (storageBarrier), then thread 0 counts its workgroup in and spins on the counter until all P
-// have arrived, then acquires. It needs all P workgroups resident at once, which the host
+// have arrived, then acquires. Between arriving and waiting, each workgroup touches what its
+// first group of the next phase will read from memory (weights, earlier cache rows), so those
+// loads overlap the wait. The barrier needs all P workgroups resident at once, which the host
 // ensures by choosing P (one per compute unit, or 1 on a CPU adapter); a spin that runs past
-// SPIN_LIMIT sets the failure flag and every barrier after it falls through, so a host that
+// SPIN_LIMIT sets the failure flag and lets every barrier after it through, so a host that
 // guessed wrong gets a flag back (and runs the step as separate dispatches) instead of a hang.
 //
 // Matrices (shaders/matrix.wgsl + matrix_dot.wgsl) are stacks of all layers' matrices; a layer
 // is selected by pointing `name_base` at it. Prepended: P, L, D, FF, QW, KVW, HEADS, KVH, HD,
-// VOCAB, CAP, KC, S_MAX, TILE, SHM, LANES_QKV, LANES_O, LANES_GU, LANES_DOWN, LANES_HEAD (lanes per row
-// of each phase), HAS_BIAS, EPS, SCALE, the
-// stacks' strides in words (Q_STRIDE, …), the vectors' offsets (ATTN_NORM_AT, …), SPIN_LIMIT,
-// and head_row_dot / head_row_touch (the head's block dot and touch: its own matrix's or the tied
-// embedding's).
+// VOCAB, CAP, KC, S_MAX, TILE, SHM, LANES_QKV, LANES_O, LANES_GU, LANES_DOWN, LANES_HEAD,
+// HAS_BIAS, EPS, SCALE, the stacks' strides in words (Q_STRIDE, …), the vectors' offsets
+// (ATTN_NORM_AT, …), SPIN_LIMIT, and head_row_dot / head_row_touch (the head's block dot and
+// touch: its own matrix's or the tied embedding's).
 
 @group(0) @binding(1) var<storage, read> step: array<u32>;
 @group(0) @binding(2) var<storage, read_write> tokens: array<u32>;
@@ -104,9 +105,6 @@ fn silu(v: f32) -> f32 {
 // between arriving and waiting: grid_arrive releases this workgroup's writes and counts it in;
 // grid_wait spins until every workgroup has arrived, then acquires.
 fn grid_arrive() {
-    if (PROBE >= 2u) {
-        return;
-    }
     barriers += 1u;
     storageBarrier();
     workgroupBarrier();
@@ -116,10 +114,6 @@ fn grid_arrive() {
 }
 
 fn grid_wait() {
-    if (PROBE >= 2u) {
-        touched ^= pending;
-        return;
-    }
     if (lid == 0u) {
         let arrived = barriers * P;
         for (var spin = 0u; spin < SPIN_LIMIT; spin++) {
@@ -189,12 +183,14 @@ fn lane_totals(a: f32, b: f32, lanes: u32) -> vec2<f32> {
     return totals;
 }
 
-// x (D values) RMS-normalised with the gain at vectors[gain_at..] into the staged vector.
+// x (D values) times the RMSNorm gain at vectors[gain_at..] into the staged vector; returns the
+// norm's scale 1/rms(x), which the phase applies to its row totals (the norm scales a whole row,
+// so the products need not wait for it).
 //
 // Here and below, loops run a constant number of times and load unconditionally (indices clamped
 // into range, results masked with select): a load under a branch cannot be issued before the
 // previous iteration's, so each would wait a whole memory round trip in turn.
-fn stage_normalised_x(gain_at: u32) {
+fn stage_gained_x(gain_at: u32) -> f32 {
     var squares = 0.0;
     for (var i = 0u; i < (D + WG - 1u) / WG; i++) {
         let e = lid + i * WG;
@@ -205,14 +201,8 @@ fn stage_normalised_x(gain_at: u32) {
             squares += v * v;
         }
     }
-    let inv = 1.0 / sqrt(workgroup_total(squares) / f32(D) + EPS);
-    for (var i = 0u; i < (D + WG - 1u) / WG; i++) {
-        let e = lid + i * WG;
-        if (e < D) {
-            set_xs(e, xs_at(e) * inv);
-        }
-    }
-    workgroupBarrier();
+    // workgroup_total's barriers also publish the staged vector.
+    return 1.0 / sqrt(workgroup_total(squares) / f32(D) + EPS);
 }
 
 // Touches bring what a workgroup's first group of the next phase reads from memory (weights that
@@ -235,9 +225,10 @@ fn touch_qkv(l: u32, wg: u32) {
 fn touch_attention(l: u32, wg: u32) {
     let pos = step[0];
     let splits = pos / KC + 1u;
-    if (wg < HEADS * splits) {
+    // Rows before `pos` only: the row at `pos` is written in the phase.
+    let key = (wg % splits) * KC + lid / HD;
+    if (wg < HEADS * splits && key < pos) {
         let kv_head = (wg / splits) / (HEADS / KVH);
-        let key = min((wg % splits) * KC + lid / HD, pos);
         let at = (l * KVH + kv_head) * CAP * HD + key * HD + lid % HD;
         pending = vec4<u32>(bitcast<u32>(k_cache[at]), bitcast<u32>(v_cache[at]), 0u, 0u);
     }
@@ -284,7 +275,7 @@ fn phase_embedding(wg: u32) {
 }
 
 fn phase_qkv(l: u32, wg: u32) {
-    stage_normalised_x(ATTN_NORM_AT + l * D);
+    let inv = stage_gained_x(ATTN_NORM_AT + l * D);
     wq_base = l * Q_STRIDE;
     wk_base = l * K_STRIDE;
     wv_base = l * V_STRIDE;
@@ -306,7 +297,7 @@ fn phase_qkv(l: u32, wg: u32) {
             }
             acc += select(0.0, dot, row < QKVW && blk < D / 32u);
         }
-        let total = lane_totals(acc, 0.0, LANES_QKV).x;
+        let total = lane_totals(acc, 0.0, LANES_QKV).x * inv;
         if (lane == 0u && row < QKVW) {
             var v = total;
             if (HAS_BIAS == 1u) {
@@ -365,7 +356,7 @@ fn phase_o(l: u32, wg: u32) {
 }
 
 fn phase_gate_up(l: u32, wg: u32) {
-    stage_normalised_x(FFN_NORM_AT + l * D);
+    let inv = stage_gained_x(FFN_NORM_AT + l * D);
     wgate_base = l * GATE_STRIDE;
     wup_base = l * UP_STRIDE;
     let rows_per = WG / LANES_GU;
@@ -382,7 +373,7 @@ fn phase_gate_up(l: u32, wg: u32) {
             acc += select(0.0, wgate_block_dot(r, b, D / 32u, 0u), valid);
             acc_b += select(0.0, wup_block_dot(r, b, D / 32u, 0u), valid);
         }
-        let totals = lane_totals(acc, acc_b, LANES_GU);
+        let totals = lane_totals(acc, acc_b, LANES_GU) * inv;
         if (lane == 0u && row < FF) {
             atomicStore(&hidden[row], bitcast<u32>(silu(totals.x) * totals.y));
         }
@@ -439,7 +430,7 @@ fn workgroup_best(value: f32, index: u32) -> vec2<u32> {
 }
 
 fn phase_head(wg: u32) {
-    stage_normalised_x(FINAL_NORM_AT);
+    let inv = stage_gained_x(FINAL_NORM_AT);
     let rows_per = WG / LANES_HEAD;
     let lane = lid % LANES_HEAD;
     var value = -3.4028235e38;
@@ -452,9 +443,9 @@ fn phase_head(wg: u32) {
             let dot = head_row_dot(min(row, VOCAB - 1u), min(blk, D / 32u - 1u), D / 32u);
             acc += select(0.0, dot, row < VOCAB && blk < D / 32u);
         }
-        var total = acc;
+        var total = acc * inv;
         if (LANES_HEAD > 1u) {
-            total = lane_totals(acc, 0.0, LANES_HEAD).x;
+            total = lane_totals(acc, 0.0, LANES_HEAD).x * inv;
         }
         if (lane == 0u && row < VOCAB) {
             logits[row] = total;
@@ -493,34 +484,28 @@ fn phase_argmax() {
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
     lid = local;
     let wg = group.x;
-    if (PROBE == 1u) {
-        for (var i = 0u; i < 5u * L + 1u; i++) {
-            grid_sync();
-        }
-        return;
-    }
     phase_embedding(wg);
     grid_arrive();
     touch_qkv(0u, wg);
     grid_wait();
     for (var l = 0u; l < L; l++) {
-        if (PROBE < 3u || PROBE == 3u) { phase_qkv(l, wg); }
+        phase_qkv(l, wg);
         grid_arrive();
         touch_attention(l, wg);
         grid_wait();
-        if (PROBE < 3u || PROBE == 4u) { phase_attention(l, wg); }
+        phase_attention(l, wg);
         grid_arrive();
         touch_o(l, wg);
         grid_wait();
-        if (PROBE < 3u || PROBE == 5u) { phase_o(l, wg); }
+        phase_o(l, wg);
         grid_arrive();
         touch_gate_up(l, wg);
         grid_wait();
-        if (PROBE < 3u || PROBE == 6u) { phase_gate_up(l, wg); }
+        phase_gate_up(l, wg);
         grid_arrive();
         touch_down(l, wg);
         grid_wait();
-        if (PROBE < 3u || PROBE == 7u) { phase_down(l, wg); }
+        phase_down(l, wg);
         grid_arrive();
         if (l + 1u < L) {
             touch_qkv(l + 1u, wg);
@@ -529,7 +514,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
         }
         grid_wait();
     }
-    if (PROBE < 3u || PROBE == 8u) { phase_head(wg); }
+    phase_head(wg);
     grid_sync();
     if (wg == 0u) {
         phase_argmax();

@@ -12,9 +12,11 @@ use crate::error::{Error, Result};
 
 const STEP_WGSL: &str = include_str!("../../shaders/decoder_step.wgsl");
 const THREADS: usize = 256;
-/// Keys an attention work item stages at once (16: the tile shares workgroup memory with the
-/// staged vector, within WebGPU's default 16 KiB).
-const TILE: usize = 16;
+/// Keys an attention work item stages at once: a whole split of up to 512 positions' caches
+/// (decoder.rs's keys_per_split), so a work item folds one tile. Its 16.5 KiB of workgroup memory
+/// (with the rest ≈ 21 KiB) is past WebGPU's default 16 KiB, within what GPUs and lavapipe offer
+/// (`unsupported` checks the adapter's limit).
+const TILE: usize = 32;
 /// Most lanes per row for a phase too big to give each workgroup a single group of rows.
 const HEAD_LANES: usize = 9;
 /// Spins of a grid barrier before it gives up (≈ tens of ms: far beyond any real wait, far
@@ -154,7 +156,6 @@ pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &Ste
          const GATE_STRIDE: u32 = {}u;\nconst UP_STRIDE: u32 = {}u;\nconst DOWN_STRIDE: u32 = {}u;\n\
          const ATTN_NORM_AT: u32 = {}u;\nconst FFN_NORM_AT: u32 = {}u;\nconst FINAL_NORM_AT: u32 = {}u;\n\
          const QKV_BIAS_AT: u32 = {qkv_bias}u;\nconst O_BIAS_AT: u32 = {o_bias}u;\n\
-         const PROBE: u32 = {}u;\n\
          fn head_row_dot(row: u32, blk: u32, blocks: u32) -> f32 {{ return {head}_block_dot(row, blk, blocks, 0u); }}\n\
          fn head_row_touch(row: u32, blk: u32, blocks: u32) -> vec2<u32> {{ return {head}_touch(row, blk, blocks); }}\n",
         m.layers,
@@ -187,7 +188,6 @@ pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &Ste
         o_.attn_norm,
         o_.ffn_norm,
         o_.final_norm,
-        std::env::var("POLYVTD_STEP_PROBE").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(0),
         head = if m.head.is_some() { "head" } else { "emb" },
     );
     let names = ["wq", "wk", "wv", "wo", "wgate", "wup", "wdown"];
