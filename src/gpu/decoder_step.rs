@@ -225,3 +225,31 @@ pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &Ste
     let group = bind_ranges(ctx, &pipeline, &entries);
     Ok(Recorded { pipeline, group, grid: (workgroups as u32, 1, 1), scale: Scale::Fixed })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{lanes, THREADS};
+
+    #[test]
+    fn smollm2_phases_take_one_group_per_workgroup_with_whole_rounds_of_blocks() {
+        // 576-wide rows have 18 blocks, 1 536-wide rows 48.
+        assert_eq!(lanes(960, 576, 128), 18); // QKV: 14 rows a group, 69 groups
+        assert_eq!(lanes(576, 576, 128), 18); // O
+        assert_eq!(lanes(1536, 576, 128), 18); // gate·up: 110 groups
+        assert_eq!(lanes(576, 1536, 128), 24); // down: 2 blocks a lane
+        assert_eq!(lanes(1536, 576, 64), 9); // fewer workgroups: fewer lanes, more rows a group
+        assert_eq!(lanes(49_152, 576, 128), 9); // the LM head takes many groups a workgroup anyway
+    }
+
+    #[test]
+    fn lanes_divide_the_blocks_and_fit_a_workgroup() {
+        for k in (32..=4096).step_by(32) {
+            for rows in [1, 7, 64, 960, 5000, 100_000] {
+                for workgroups in [1, 2, 33, 128] {
+                    let l = lanes(rows, k, workgroups);
+                    assert!((1..=32).contains(&l) && (k / 32) % l == 0 && l <= THREADS, "k {k}, rows {rows}, P {workgroups}: {l}");
+                }
+            }
+        }
+    }
+}
