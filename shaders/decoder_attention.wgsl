@@ -57,34 +57,25 @@ fn stage_q(c: u32, q0: u32, h: u32, rows: u32, lid: u32) {
     }
 }
 
-// Dims c·DC.. of the keys t0.. (zeros past `last`, the last key any row of the workgroup sees).
-fn stage_k(c: u32, t0: u32, head: u32, last: u32, lid: u32) {
+// Dims c·DC.. of the keys (with_k) and the values (with_v) t0.. (zeros past `last`, the last key
+// any row of the workgroup sees). Loads are issued unconditionally (index clamped, value masked)
+// so a thread's loads go out together.
+fn stage_kv(c: u32, t0: u32, head: u32, last: u32, lid: u32, with_k: bool, with_v: bool) {
     for (var i = 0u; i < LOADS; i++) {
         let e = lid + i * THREADS;
         let r = e / DC;
         let dim = c * DC + e % DC;
+        let inside = t0 + r <= last && dim < HD;
+        let at = head + min(t0 + r, last) * HD + min(dim, HD - 1u);
+        let k = k_cache[at];
+        let v = v_cache[at];
         if (e < TILE * DC) {
-            var v = 0.0;
-            if (t0 + r <= last && dim < HD) {
-                v = k_cache[head + (t0 + r) * HD + dim];
+            if (with_k) {
+                ks[r * ROW4 + (e % DC) / 4u][e % 4u] = select(0.0, k, inside);
             }
-            ks[r * ROW4 + (e % DC) / 4u][e % 4u] = v;
-        }
-    }
-}
-
-// Dims c·DC.. of the values t0.. (as stage_k).
-fn stage_v(c: u32, t0: u32, head: u32, last: u32, lid: u32) {
-    for (var i = 0u; i < LOADS; i++) {
-        let e = lid + i * THREADS;
-        let r = e / DC;
-        let dim = c * DC + e % DC;
-        if (e < TILE * DC) {
-            var v = 0.0;
-            if (t0 + r <= last && dim < HD) {
-                v = v_cache[head + (t0 + r) * HD + dim];
+            if (with_v) {
+                vs[e / 4u][e % 4u] = select(0.0, v, inside);
             }
-            vs[e / 4u][e % 4u] = v;
         }
     }
 }
@@ -142,10 +133,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
             if (NCH > 1u) {
                 stage_q(c, q0, h, rows, lid);
             }
-            stage_k(c, t0, head, last, lid);
-            if (NCH == 1u) {
-                stage_v(0u, t0, head, last, lid);
-            }
+            stage_kv(c, t0, head, last, lid, true, NCH == 1u);
             workgroupBarrier();
             for (var d = 0u; d < DC4; d++) {
                 score += dot(qs[q * ROW4 + d], ks[j * ROW4 + d]);
@@ -178,7 +166,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
         acc3 *= correction;
         for (var c = 0u; c < NCH; c++) {
             if (NCH > 1u) {
-                stage_v(c, t0, head, last, lid);
+                stage_kv(c, t0, head, last, lid, false, true);
                 workgroupBarrier();
             }
             let add = weighted_values(q, j);
