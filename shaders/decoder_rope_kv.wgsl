@@ -19,7 +19,8 @@ struct Params {
 
 const HALF: u32 = HD / 2u;
 
-@compute @workgroup_size(64)
+// 256 threads: a row's pairs (SmolLM2: 384) take one or two rounds, each a memory round trip.
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let t = group.x;
     if (t >= step[1]) {
@@ -27,7 +28,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
     }
     let pos = step[0] + t;
     let row = t * (p.heads + 2u * p.kv_heads) * HD;
-    for (var e = lid; e < (p.heads + p.kv_heads) * HALF; e += 64u) {
+    for (var e = lid; e < (p.heads + p.kv_heads) * HALF; e += 256u) {
         let head = e / HALF;
         let i = e % HALF;
         let at = row + head * HD + i;
@@ -39,7 +40,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
     }
     storageBarrier();
     workgroupBarrier();
-    for (var e = lid; e < p.kv_heads * HD; e += 64u) {
+    for (var e = lid; e < p.kv_heads * HD; e += 256u) {
         let kv_head = e / HD;
         let d = e % HD;
         let cached = (kv_head * p.capacity + pos) * HD + d;
