@@ -6,7 +6,8 @@
 // takes groups w, w + P, …; a product's group is WG / lanes rows of `lanes` threads each
 // (LANES_* per phase, chosen by the host); the attention work item and the merge of its splits
 // are the dispatched kernels' very functions (split_attention.wgsl, merge_splits.wgsl,
-// online_softmax.wgsl, prepended by the host).
+// online_softmax.wgsl, prepended by the host), and so is the argmax's reduction
+// (argmax_reduce.wgsl).
 //
 // The grid barrier: every thread's storage writes are released at device scope
 // (storageBarrier), then thread 0 counts its workgroup in and spins on the counter until all P
@@ -55,8 +56,6 @@ const ROW: u32 = HD + 1u;
 var<workgroup> shm: array<f32, SHM>;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_b: array<f32, WG>;
-// Indices of the argmax reduction (a u32 bit-cast to f32 may be flushed as a subnormal).
-var<workgroup> red_index: array<u32, WG>;
 
 var<private> lid: u32;
 var<private> barriers: u32 = 0u;
@@ -407,28 +406,6 @@ fn phase_down(l: u32, wg: u32) {
     }
 }
 
-// Whether candidate (v, i) beats (w, j): larger, or equal with a lower index (NaN never wins).
-fn beats(v: f32, i: u32, w: f32, j: u32) -> bool {
-    return v > w || (v == w && i < j);
-}
-
-// The best (value, index) over the workgroup's threads, valid in thread 0.
-fn workgroup_best(value: f32, index: u32) -> vec2<u32> {
-    red[lid] = value;
-    red_index[lid] = index;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride && beats(red[lid + stride], red_index[lid + stride], red[lid], red_index[lid])) {
-            red[lid] = red[lid + stride];
-            red_index[lid] = red_index[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let chosen = vec2<u32>(bitcast<u32>(red[0]), red_index[0]);
-    workgroupBarrier();
-    return chosen;
-}
-
 fn phase_head(wg: u32) {
     let inv = stage_gained_x(FINAL_NORM_AT);
     let rows_per = WG / LANES_HEAD;
@@ -455,7 +432,7 @@ fn phase_head(wg: u32) {
             }
         }
     }
-    let chosen = workgroup_best(value, index);
+    let chosen = workgroup_best(value, index, lid);
     if (lid == 0u) {
         atomicStore(&best[2u * wg], chosen.x);
         atomicStore(&best[2u * wg + 1u], chosen.y);
@@ -473,7 +450,7 @@ fn phase_argmax() {
             index = i;
         }
     }
-    let chosen = workgroup_best(value, index);
+    let chosen = workgroup_best(value, index, lid);
     if (lid == 0u) {
         // All logits NaN: token 0, as decoder_argmax.wgsl.
         tokens[0] = select(chosen.y, 0u, chosen.y == 0xFFFFFFFFu);

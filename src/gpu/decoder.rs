@@ -39,6 +39,7 @@ pub(crate) fn splits(capacity: usize) -> usize {
     capacity.div_ceil(keys_per_split(capacity))
 }
 const ARGMAX_WGSL: &str = include_str!("../../shaders/decoder_argmax.wgsl");
+pub(crate) const ARGMAX_REDUCE_WGSL: &str = include_str!("../../shaders/argmax_reduce.wgsl");
 
 /// What a product does with its result (the MODE of the matvec and tile kernels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -403,7 +404,7 @@ pub(crate) fn decode_partials_len(heads: Heads) -> usize {
 pub(crate) fn argmax(ctx: &Context, logits: &wgpu::Buffer, n: usize, tokens: &wgpu::Buffer) -> Result<Recorded> {
     let limit = ctx.limits.max_compute_invocations_per_workgroup.min(ctx.limits.max_compute_workgroup_size_x).clamp(1, 1024);
     let wg = 1u32 << (31 - limit.leading_zeros());
-    let pipeline = cache::bounded_pipeline(ctx, "decoder_argmax", format!("const WG: u32 = {wg}u;\n"), &[ARGMAX_WGSL])?;
+    let pipeline = cache::bounded_pipeline(ctx, "decoder_argmax", format!("const WG: u32 = {wg}u;\n"), &[ARGMAX_REDUCE_WGSL, ARGMAX_WGSL])?;
     let params: [u32; 4] = [n as u32, 0, 0, 0];
     let params = ctx.uniform("argmax params", &params)?;
     let group = bind(ctx, &pipeline, &[(0, &params), (1, logits), (9, tokens)]);

@@ -6,7 +6,7 @@
 
 use super::cache;
 use super::context::Context;
-use super::decoder::{keys_per_split, splits, Heads, MERGE_SPLITS_WGSL, ONLINE_SOFTMAX_WGSL, SPLIT_ATTENTION_WGSL};
+use super::decoder::{keys_per_split, splits, Heads, ARGMAX_REDUCE_WGSL, MERGE_SPLITS_WGSL, ONLINE_SOFTMAX_WGSL, SPLIT_ATTENTION_WGSL};
 use super::resident::{bind_ranges, Range, Recorded, ResidentMatrix, Scale, Stack};
 use crate::error::{Error, Result};
 
@@ -124,7 +124,8 @@ pub(crate) fn unsupported(ctx: &Context, m: &StepModel<'_>, heads: Heads) -> Opt
         return Some(format!("the adapter binds {} storage buffers per stage, the fused step {STORAGE_BINDINGS}", limits.max_storage_buffers_per_shader_stage));
     }
     let heads_floats = 2 * heads.heads * splits(heads.capacity) + 2 * heads.heads + 3 * heads.head_dim + TILE;
-    let bytes = 4 * (shared_floats(m, heads) + 3 * THREADS + heads_floats);
+    // red, red_b and argmax_reduce.wgsl's values and indices: THREADS each.
+    let bytes = 4 * (shared_floats(m, heads) + 4 * THREADS + heads_floats);
     if bytes as u32 > limits.max_compute_workgroup_storage_size {
         return Some(format!("the fused step needs {bytes} bytes of workgroup memory, the adapter has {}", limits.max_compute_workgroup_storage_size));
     }
@@ -198,7 +199,7 @@ pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &Ste
     }
     let key: Vec<String> = m.matrices.iter().map(|s| s.first.format_key()).chain([m.embed.format_key()]).chain(m.head.map(|h| h.format_key())).collect();
     let mut parts: Vec<&str> = sources.iter().map(String::as_str).collect();
-    parts.extend([ONLINE_SOFTMAX_WGSL, SPLIT_ATTENTION_WGSL, MERGE_SPLITS_WGSL, STEP_WGSL]);
+    parts.extend([ONLINE_SOFTMAX_WGSL, SPLIT_ATTENTION_WGSL, MERGE_SPLITS_WGSL, ARGMAX_REDUCE_WGSL, STEP_WGSL]);
     let pipeline = cache::bounded_pipeline(ctx, "decoder_step", format!("{header}// {}\n", key.join(",")), &parts)?;
 
     let w = Range::whole;
