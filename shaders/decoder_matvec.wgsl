@@ -35,18 +35,22 @@ const X_ITERS: u32 = (K + WG - 1u) / WG;
 const BLOCK_ITERS: u32 = (BLOCKS + LANES - 1u) / LANES;
 const HEADS: u32 = K / HD;
 
-// x, with one pad after every 32 values: lanes reading the same offset of different blocks hit
-// different banks.
-var<workgroup> xs: array<f32, K + K / 32u>;
+// x as vec4s with one pad vec4 after every 32 values: lanes reading the same offset of
+// different blocks hit different banks, and a block's values stay 16-byte aligned.
+var<workgroup> xs: array<vec4<f32>, K / 4u + K / 32u>;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_b: array<f32, WG>;
 
 fn xs_at(i: u32) -> f32 {
-    return xs[i + i / 32u];
+    return xs[i / 4u + i / 32u][i % 4u];
+}
+
+fn xs4_at(i: u32) -> vec4<f32> {
+    return xs[i / 4u + i / 32u];
 }
 
 fn set_xs(i: u32, v: f32) {
-    xs[i + i / 32u] = v;
+    xs[i / 4u + i / 32u][i % 4u] = v;
 }
 
 fn silu(v: f32) -> f32 {

@@ -20,7 +20,7 @@
 //
 // Matrices (shaders/matrix.wgsl + matrix_dot.wgsl) are stacks of all layers' matrices; a layer
 // is selected by pointing `name_base` at it. Prepended: P, L, D, FF, QW, KVW, HEADS, KVH, HD,
-// VOCAB, CAP, KC, S_MAX, TILE, SHM, LANES_QKV, LANES_O, LANES_GU, LANES_DOWN, LANES_HEAD,
+// VOCAB, CAP, KC, S_MAX, TILE, SHM, XS4, LANES_QKV, LANES_O, LANES_GU, LANES_DOWN, LANES_HEAD,
 // HAS_BIAS, EPS, SCALE, the stacks' strides in words (Q_STRIDE, …), the vectors' offsets
 // (ATTN_NORM_AT, …), SPIN_LIMIT, and head_row_dot / head_row_touch (the head's block dot and
 // touch: its own matrix's or the tied embedding's).
@@ -51,9 +51,12 @@ const WG: u32 = 256u;
 const QKVW: u32 = QW + 2u * KVW;
 const ROW: u32 = HD + 1u;
 
-// The staged input vector (one pad every 32 values against bank conflicts) of a product, or an
-// attention tile's keys (TILE × ROW) and values (TILE × HD).
+// An attention tile's keys (TILE × ROW) and values (TILE × HD).
 var<workgroup> shm: array<f32, SHM>;
+// The staged input vector of a product: vec4s with one pad vec4 after every 32 values, so lanes
+// reading the same offset of different blocks hit different banks and a block's values stay
+// 16-byte aligned.
+var<workgroup> xs: array<vec4<f32>, XS4>;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_b: array<f32, WG>;
 
@@ -64,12 +67,12 @@ var<private> barriers: u32 = 0u;
 var<private> pending: vec4<u32>;
 var<private> touched: vec4<u32>;
 
-fn xs_at(i: u32) -> f32 {
-    return shm[i + i / 32u];
+fn xs4_at(i: u32) -> vec4<f32> {
+    return xs[i / 4u + i / 32u];
 }
 
 fn set_xs(i: u32, v: f32) {
-    shm[i + i / 32u] = v;
+    xs[i / 4u + i / 32u][i % 4u] = v;
 }
 
 fn x_at(i: u32) -> f32 {

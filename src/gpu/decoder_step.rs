@@ -98,10 +98,15 @@ pub(crate) fn workgroups(ctx: &Context) -> Option<usize> {
     chosen.then(|| requested.unwrap_or(if cpu { 1 } else { GPU_WORKGROUPS }))
 }
 
-/// Words of workgroup memory the staged vector or attention tile needs.
-fn shared_floats(m: &StepModel<'_>, heads: Heads) -> usize {
-    let widest = m.hidden.max(m.intermediate).max(heads.heads * heads.head_dim);
-    (widest + widest / 32).max(TILE * (heads.head_dim + 1) + TILE * heads.head_dim)
+/// Floats of workgroup memory an attention tile needs.
+fn tile_floats(heads: Heads) -> usize {
+    TILE * (heads.head_dim + 1) + TILE * heads.head_dim
+}
+
+/// vec4s of the staged vector, one pad vec4 per 32 values.
+fn staged_vec4s(m: &StepModel<'_>, heads: Heads) -> usize {
+    let widest = m.hidden.max(m.intermediate).max(heads.heads * heads.head_dim).next_multiple_of(32);
+    widest / 4 + widest / 32
 }
 
 /// Lanes sharing each of `rows` rows of width k in a phase: a divisor of the row's 32-value
@@ -125,7 +130,7 @@ pub(crate) fn unsupported(ctx: &Context, m: &StepModel<'_>, heads: Heads) -> Opt
     }
     let heads_floats = 2 * heads.heads * splits(heads.capacity) + 2 * heads.heads + 3 * heads.head_dim + TILE;
     // red, red_b and argmax_reduce.wgsl's values and indices: THREADS each.
-    let bytes = 4 * (shared_floats(m, heads) + 4 * THREADS + heads_floats);
+    let bytes = 4 * (tile_floats(heads) + 4 * staged_vec4s(m, heads) + 4 * THREADS + heads_floats);
     if bytes as u32 > limits.max_compute_workgroup_storage_size {
         return Some(format!("the fused step needs {bytes} bytes of workgroup memory, the adapter has {}", limits.max_compute_workgroup_storage_size));
     }
@@ -149,7 +154,7 @@ pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &Ste
     let header = format!(
         "const P: u32 = {workgroups}u;\nconst L: u32 = {}u;\nconst D: u32 = {}u;\nconst FF: u32 = {}u;\nconst QW: u32 = {q_width}u;\n\
          const KVW: u32 = {}u;\nconst HEADS: u32 = {}u;\nconst KVH: u32 = {}u;\nconst HD: u32 = {}u;\nconst VOCAB: u32 = {}u;\n\
-         const CAP: u32 = {}u;\nconst KC: u32 = {}u;\nconst S_MAX: u32 = {}u;\nconst TILE: u32 = {TILE}u;\nconst SHM: u32 = {}u;\n\
+         const CAP: u32 = {}u;\nconst KC: u32 = {}u;\nconst S_MAX: u32 = {}u;\nconst TILE: u32 = {TILE}u;\nconst SHM: u32 = {}u;\nconst XS4: u32 = {}u;\n\
          const LANES_QKV: u32 = {}u;\nconst LANES_O: u32 = {}u;\nconst LANES_GU: u32 = {}u;\nconst LANES_DOWN: u32 = {}u;\n\
          const LANES_HEAD: u32 = {}u;\nconst HAS_BIAS: u32 = {}u;\n\
          const EPS: f32 = {:e};\nconst SCALE: f32 = {:e};\nconst SPIN_LIMIT: u32 = {SPIN_LIMIT}u;\n\
@@ -170,7 +175,8 @@ pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &Ste
         heads.capacity,
         keys_per_split(heads.capacity),
         splits(heads.capacity),
-        shared_floats(m, heads),
+        tile_floats(heads),
+        staged_vec4s(m, heads),
         lanes(q_width + 2 * heads.kv_heads * heads.head_dim, m.hidden, workgroups),
         lanes(m.hidden, q_width, workgroups),
         lanes(m.intermediate, m.hidden, workgroups),
