@@ -52,7 +52,7 @@ def test_logits_of_every_position_match_the_cpu_and_the_reference(checkpoints):
 
 
 @pytest.mark.parametrize("model", ["llama", "qwen2", "tied"])
-@pytest.mark.parametrize("dtype", [None, "q4_1", "float16", "int4", "q8_0", "fp8"])
+@pytest.mark.parametrize("dtype", [None, "q4_1", "float16", "bfloat16", "int4", "q8_0", "fp8"])
 def test_greedy_tokens_equal_the_cpu_for_32_steps(checkpoints, model, dtype):
     path, _, _ = checkpoints[model]
     cpu, gpu = pair(path, dtype)
