@@ -72,9 +72,14 @@ fn workgroup_total(lid: u32, value: f32) -> f32 {
     return total;
 }
 
-// The split attention's partials, for merge_splits (shaders/merge_splits.wgsl): x holds them.
-fn partial_at(i: u32) -> f32 {
-    return x[i];
+// The split attention's partials, for merge_splits (shaders/merge_splits.wgsl): x holds them,
+// all written by the attention's dispatch before this one starts.
+fn partial_bits(i: u32) -> u32 {
+    return bitcast<u32>(x[i]);
+}
+
+fn wait_again(unwritten: bool, spin: u32) -> bool {
+    return false;
 }
 
 @compute @workgroup_size(WG)

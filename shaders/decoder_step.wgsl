@@ -1,46 +1,42 @@
 // shaders/decoder_step.wgsl — a whole greedy decode step in one dispatch: P workgroups stay
 // resident and walk the step's phases (embedding; per layer RMSNorm+QKV, attention, merge+O+
 // residual, RMSNorm+gate·up·SiLU, down+residual; RMSNorm+head with per-workgroup argmax; the
-// final argmax), meeting at a grid barrier between phases instead of ending one dispatch and
-// starting the next. Each phase hands its work items ("groups") out round-robin: workgroup w
-// takes groups w, w + P, …; a product's group is WG / lanes rows of `lanes` threads each
-// (LANES_* per phase, chosen by the host); the attention work item and the merge of its splits
-// are the dispatched kernels' very functions (split_attention.wgsl, merge_splits.wgsl,
-// online_softmax.wgsl, prepended by the host), and so is the argmax's reduction
-// (argmax_reduce.wgsl).
+// final argmax) without ending one dispatch and starting the next. Each phase hands its work
+// items ("groups") out round-robin: workgroup w takes groups w, w + P, …; a product's group is
+// WG / lanes rows of `lanes` threads each (LANES_* per phase, chosen by the host); the attention
+// work item and the merge of its splits are the dispatched kernels' very functions
+// (split_attention.wgsl, merge_splits.wgsl, online_softmax.wgsl, prepended by the host), and so
+// is the argmax's reduction (argmax_reduce.wgsl).
 //
-// The grid barrier: every thread's storage writes are released at device scope
-// (storageBarrier), then thread 0 counts its workgroup in and spins on the counter until all P
-// have arrived, then acquires. Between arriving and waiting, each workgroup touches what its
-// first group of the next phase will read from memory (weights, earlier cache rows), so those
-// loads overlap the wait. The barrier needs all P workgroups resident at once, which the host
-// ensures by choosing P (one per compute unit, or 1 on a CPU adapter); a spin that runs past
-// SPIN_LIMIT sets the failure flag and lets every barrier after it through, so a host that
-// guessed wrong gets a flag back (and runs the step as separate dispatches) instead of a hang.
+// Dataflow instead of grid barriers: every value one workgroup writes and another reads within
+// the step (the residual stream after each sub-layer, Q|K|V, the attention partials, the SwiGLU
+// hidden, the per-workgroup best logits) has a word of its own in `flow`, written once per step
+// (the host clears `flow` before each step, and a written word is never 0: see `publish`). A
+// reader loads the words it needs together and loads them again while any is still 0, so a
+// workgroup starts a phase as soon as the values it reads exist, not when the slowest workgroup
+// of the phase before is done, and no phase pays a device-scope release/acquire: each word is
+// read with an atomic load of the very location written with an atomic store, which the memory
+// model orders by itself. Needs all P workgroups resident at once, which the host ensures by
+// choosing P (one per compute unit, or 1 on a CPU adapter); a wait past SPIN_LIMIT sets the
+// failure flag, and every later wait of any workgroup then stops at once, so a host that guessed
+// wrong gets the flag back (and runs the step as separate dispatches) instead of a hang.
+//
+// At the start of each phase, a workgroup touches what its first group reads from memory
+// (weights, earlier cache rows), so those loads overlap its wait for the phase's inputs.
 //
 // Matrices (shaders/matrix.wgsl + matrix_dot.wgsl) are stacks of all layers' matrices; a layer
 // is selected by pointing `name_base` at it. Prepended: P, L, D, FF, QW, KVW, HEADS, KVH, HD,
 // VOCAB, CAP, KC, S_MAX, TILE, SHM, XS4, LANES_QKV, LANES_O, LANES_GU, LANES_DOWN, LANES_HEAD,
 // HAS_BIAS, EPS, SCALE, the stacks' strides in words (Q_STRIDE, …), the vectors' offsets
-// (ATTN_NORM_AT, …), SPIN_LIMIT, and head_row_dot / head_row_touch (the head's block dot and
-// touch: its own matrix's or the tied embedding's).
+// (ATTN_NORM_AT, …), the dataflow slots' offsets in words (FLOW_X, FLOW_QKV, FLOW_HIDDEN,
+// FLOW_PARTIALS, FLOW_BEST), SPIN_LIMIT, and head_row_dot / head_row_touch (the head's block dot
+// and touch: its own matrix's or the tied embedding's).
 
 @group(0) @binding(1) var<storage, read> step: array<u32>;
 @group(0) @binding(2) var<storage, read_write> tokens: array<u32>;
-// [arrivals, failed]
-@group(0) @binding(3) var<storage, read_write> grid: array<atomic<u32>>;
-// What one workgroup writes and others read within the step is accessed atomically (f32 bits).
-// Plain loads may be served from a compute unit's own cache, which a device-scope barrier does
-// not make coherent unless the buffer is (WGSL has no coherent qualifier), and the compiler may
-// move them across the barrier: with plain loads from buffers written once per step, greedy
-// tokens still went wrong on the H100, at random.
-@group(0) @binding(4) var<storage, read_write> x: array<atomic<u32>>;
-@group(0) @binding(5) var<storage, read_write> qkv: array<atomic<u32>>;
-@group(0) @binding(6) var<storage, read_write> partial: array<atomic<u32>>;
-@group(0) @binding(7) var<storage, read_write> hidden: array<atomic<u32>>;
+// [failed, then the dataflow slots (offsets prepended)]
+@group(0) @binding(3) var<storage, read_write> flow: array<atomic<u32>>;
 @group(0) @binding(8) var<storage, read_write> logits: array<f32>;
-// Per workgroup: its best logit's bits and index.
-@group(0) @binding(9) var<storage, read_write> best: array<atomic<u32>>;
 @group(0) @binding(10) var<storage, read_write> k_cache: array<f32>;
 @group(0) @binding(11) var<storage, read_write> v_cache: array<f32>;
 @group(0) @binding(12) var<storage, read> rope: array<vec2<f32>>;
@@ -50,6 +46,8 @@
 const WG: u32 = 256u;
 const QKVW: u32 = QW + 2u * KVW;
 const ROW: u32 = HD + 1u;
+const FAILED: u32 = 0u;
+const PARTIAL_WORDS: u32 = HEADS * S_MAX * (HD + 2u);
 
 // An attention tile's keys (TILE × ROW) and values (TILE × HD).
 var<workgroup> shm: array<f32, SHM>;
@@ -59,13 +57,24 @@ var<workgroup> shm: array<f32, SHM>;
 var<workgroup> xs: array<vec4<f32>, XS4>;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_b: array<f32, WG>;
+// An attention work item's Q, K and V rows (see qkv_at).
+var<workgroup> item_qkv: array<f32, 3u * HD>;
 
 var<private> lid: u32;
-var<private> barriers: u32 = 0u;
-// What the touches of the next phase's data loaded: `pending` between a barrier's halves, then
-// folded into `touched` (see `touch_*` and the end of main).
+// Where the current layer's attention partials sit in `flow` (for set_partial / partial_bits).
+var<private> partials_at: u32;
+// Set once this thread saw the step give up: its waits stop at once from then on.
+var<private> gave_up: bool = false;
+// What the touches of a phase's data loaded: `pending` during the phase, then folded into
+// `touched` (see `touch_*` and the end of main).
 var<private> pending: vec4<u32>;
 var<private> touched: vec4<u32>;
+
+// Slot k of the residual stream: 0 the embedding, 2l + 1 after layer l's attention, 2l + 2 after
+// its MLP.
+fn x_slot(k: u32) -> u32 {
+    return FLOW_X + k * D;
+}
 
 fn xs4_at(i: u32) -> vec4<f32> {
     return xs[i / 4u + i / 32u];
@@ -75,70 +84,65 @@ fn set_xs(i: u32, v: f32) {
     xs[i / 4u + i / 32u][i % 4u] = v;
 }
 
-fn x_at(i: u32) -> f32 {
-    return bitcast<f32>(atomicLoad(&x[i]));
+// Writes a dataflow word. A written word is never 0, the mark of "not yet written": f32 +0.0 is
+// stored as −0.0, which every use here treats alike (sums, products, norms, comparisons).
+fn publish(i: u32, v: f32) {
+    let bits = bitcast<u32>(v);
+    atomicStore(&flow[i], select(bits, 0x80000000u, bits == 0u));
 }
 
-fn set_x(i: u32, v: f32) {
-    atomicStore(&x[i], bitcast<u32>(v));
+// A dataflow word's bits as they are now: 0 while it is not yet written.
+fn flow_bits(i: u32) -> u32 {
+    return atomicLoad(&flow[i]);
 }
 
-fn qkv_at(i: u32) -> f32 {
-    return bitcast<f32>(atomicLoad(&qkv[i]));
+// Whether a pass that read an unwritten word should load again: yes until the step gives up (this
+// thread waited SPIN_LIMIT passes, or saw another's give-up in the flag, checked every 64).
+fn wait_again(unwritten: bool, spin: u32) -> bool {
+    if (!unwritten || gave_up) {
+        return false;
+    }
+    if (spin + 1u >= SPIN_LIMIT) {
+        atomicStore(&flow[FAILED], 1u);
+        gave_up = true;
+    } else if (spin % 64u == 63u && atomicLoad(&flow[FAILED]) != 0u) {
+        gave_up = true;
+    }
+    return !gave_up;
 }
 
-fn partial_at(i: u32) -> f32 {
-    return bitcast<f32>(atomicLoad(&partial[i]));
+// Word i's value, given the bits an earlier load found: waits only if they were unwritten (so a
+// caller can issue the load early and use it late).
+fn flow_value(i: u32, loaded: u32) -> f32 {
+    var bits = loaded;
+    for (var spin = 0u; wait_again(bits == 0u, spin); spin++) {
+        bits = flow_bits(i);
+    }
+    return bitcast<f32>(bits);
+}
+
+fn partial_bits(i: u32) -> u32 {
+    return flow_bits(partials_at + i);
 }
 
 fn set_partial(i: u32, v: f32) {
-    atomicStore(&partial[i], bitcast<u32>(v));
+    publish(partials_at + i, v);
 }
 
-fn hidden_at(i: u32) -> f32 {
-    return bitcast<f32>(atomicLoad(&hidden[i]));
+// The attention work item's own Q, K and V rows (split_attention.wgsl reads only its head's),
+// staged by phase_attention.
+fn qkv_at(i: u32) -> f32 {
+    if (i < QW) {
+        return item_qkv[i % HD];
+    }
+    if (i < QW + KVW) {
+        return item_qkv[HD + i % HD];
+    }
+    return item_qkv[2u * HD + i % HD];
 }
 
 fn silu(v: f32) -> f32 {
     return v / (1.0 + exp(-v));
-}
-
-// A grid barrier in two halves, so a workgroup can start loading the next phase's data (`touch_*`)
-// between arriving and waiting: grid_arrive releases this workgroup's writes and counts it in;
-// grid_wait spins until every workgroup has arrived, then acquires.
-fn grid_arrive() {
-    barriers += 1u;
-    storageBarrier();
-    workgroupBarrier();
-    if (lid == 0u) {
-        atomicAdd(&grid[0], 1u);
-    }
-}
-
-fn grid_wait() {
-    if (lid == 0u) {
-        let arrived = barriers * P;
-        for (var spin = 0u; spin < SPIN_LIMIT; spin++) {
-            if (atomicLoad(&grid[0]) >= arrived) {
-                break;
-            }
-            if (spin + 1u == SPIN_LIMIT) {
-                // Giving up: the flag for the host, and a count past every later barrier's
-                // (one word to poll).
-                atomicStore(&grid[1], 1u);
-                atomicMax(&grid[0], 0x80000000u);
-            }
-        }
-    }
-    storageBarrier();
-    workgroupBarrier();
-    // Only now is what the touches loaded needed (not before the arrival, which would wait).
-    touched ^= pending;
-}
-
-fn grid_sync() {
-    grid_arrive();
-    grid_wait();
 }
 
 // The sum over the workgroup of each thread's `value`: 32 partial sums of 8, then every thread
@@ -185,30 +189,40 @@ fn lane_totals(a: f32, b: f32, lanes: u32) -> vec2<f32> {
     return totals;
 }
 
-// x (D values) times the RMSNorm gain at vectors[gain_at..] into the staged vector; returns the
-// norm's scale 1/rms(x), which the phase applies to its row totals (the norm scales a whole row,
-// so the products need not wait for it).
+// Residual-stream slot `slot` (D values) times the RMSNorm gain at vectors[gain_at..] into the
+// staged vector; returns the norm's scale 1/rms(x), which the phase applies to its row totals
+// (the norm scales a whole row, so the products need not wait for it).
 //
 // Here and below, loops run a constant number of times and load unconditionally (indices clamped
 // into range, results masked with select): a load under a branch cannot be issued before the
-// previous iteration's, so each would wait a whole memory round trip in turn.
-fn stage_gained_x(gain_at: u32) -> f32 {
+// previous iteration's, so each would wait a whole memory round trip in turn. For the same reason
+// a pass over dataflow words loads them all, and only then is run again if any was unwritten.
+fn stage_gained_x(slot: u32, gain_at: u32) -> f32 {
     var squares = 0.0;
-    for (var i = 0u; i < (D + WG - 1u) / WG; i++) {
-        let e = lid + i * WG;
-        let v = x_at(min(e, D - 1u));
-        let gain = vectors[gain_at + min(e, D - 1u)];
-        if (e < D) {
-            set_xs(e, v * gain);
-            squares += v * v;
+    for (var spin = 0u; ; spin++) {
+        var unwritten = false;
+        squares = 0.0;
+        for (var i = 0u; i < (D + WG - 1u) / WG; i++) {
+            let e = lid + i * WG;
+            let bits = flow_bits(slot + min(e, D - 1u));
+            let gain = vectors[gain_at + min(e, D - 1u)];
+            unwritten = unwritten || bits == 0u;
+            let v = bitcast<f32>(bits);
+            if (e < D) {
+                set_xs(e, v * gain);
+                squares += v * v;
+            }
+        }
+        if (!wait_again(unwritten, spin)) {
+            break;
         }
     }
     // workgroup_total's barriers also publish the staged vector.
     return 1.0 / sqrt(workgroup_total(squares) / f32(D) + EPS);
 }
 
-// Touches bring what a workgroup's first group of the next phase reads from memory (weights that
-// no phase writes, cache rows of earlier steps) into its cache before it waits at the barrier.
+// Touches bring what a workgroup's first group of a phase reads from memory (weights that no
+// phase writes, cache rows of earlier steps) into its cache while it waits for the phase's inputs.
 fn touch_qkv(l: u32, wg: u32) {
     wq_base = l * Q_STRIDE;
     wk_base = l * K_STRIDE;
@@ -224,14 +238,17 @@ fn touch_qkv(l: u32, wg: u32) {
     }
 }
 
+// A word of every 32-byte sector (8 floats) of the keys and values of the first tile of the
+// workgroup's attention work item: a sector is what a touch brings in.
 fn touch_attention(l: u32, wg: u32) {
     let pos = step[0];
     let splits = pos / KC + 1u;
+    let per_key = WG / TILE;
     // Rows before `pos` only: the row at `pos` is written in the phase.
-    let key = (wg % splits) * KC + lid / HD;
+    let key = (wg % splits) * KC + lid / per_key;
     if (wg < HEADS * splits && key < pos) {
         let kv_head = (wg / splits) / (HEADS / KVH);
-        let at = (l * KVH + kv_head) * CAP * HD + key * HD + lid % HD;
+        let at = (l * KVH + kv_head) * CAP * HD + key * HD + min((lid % per_key) * max(HD / per_key, 8u), HD - 1u);
         pending = vec4<u32>(bitcast<u32>(k_cache[at]), bitcast<u32>(v_cache[at]), 0u, 0u);
     }
 }
@@ -272,12 +289,12 @@ fn touch_head(wg: u32) {
 fn phase_embedding(wg: u32) {
     let token = tokens[0];
     for (var e = wg * WG + lid; e < D; e += P * WG) {
-        set_x(e, emb_at(token, e, D / 32u));
+        publish(x_slot(0u) + e, emb_at(token, e, D / 32u));
     }
 }
 
 fn phase_qkv(l: u32, wg: u32) {
-    let inv = stage_gained_x(ATTN_NORM_AT + l * D);
+    let inv = stage_gained_x(x_slot(2u * l), ATTN_NORM_AT + l * D);
     wq_base = l * Q_STRIDE;
     wk_base = l * K_STRIDE;
     wv_base = l * V_STRIDE;
@@ -305,7 +322,7 @@ fn phase_qkv(l: u32, wg: u32) {
             if (HAS_BIAS == 1u) {
                 v += vectors[QKV_BIAS_AT + l * QKVW + row];
             }
-            atomicStore(&qkv[row], bitcast<u32>(v));
+            publish(FLOW_QKV + l * QKVW + row, v);
         }
     }
 }
@@ -324,22 +341,54 @@ fn tile_v(j: u32, d: u32) -> f32 {
     return shm[TILE * ROW + j * HD + d];
 }
 
+// Work item (head, split)'s Q row and its KV head's K and V rows into item_qkv.
+fn stage_item_qkv(l: u32, h: u32) {
+    let kv_head = h / (HEADS / KVH);
+    let rows = FLOW_QKV + l * QKVW;
+    for (var spin = 0u; ; spin++) {
+        var unwritten = false;
+        for (var i = 0u; i < (3u * HD + WG - 1u) / WG; i++) {
+            let e = lid + i * WG;
+            let part = min(e, 3u * HD - 1u) / HD;
+            let at = select(select(QW + KVW + kv_head * HD, QW + kv_head * HD, part == 1u), h * HD, part == 0u);
+            let bits = flow_bits(rows + at + e % HD);
+            unwritten = unwritten || bits == 0u;
+            if (e < 3u * HD) {
+                item_qkv[e] = bitcast<f32>(bits);
+            }
+        }
+        if (!wait_again(unwritten, spin)) {
+            break;
+        }
+    }
+    workgroupBarrier();
+}
+
 fn phase_attention(l: u32, wg: u32) {
     let pos = step[0];
     let splits = pos / KC + 1u;
+    partials_at = FLOW_PARTIALS + l * PARTIAL_WORDS;
     for (var g = wg; g < HEADS * splits; g += P) {
+        stage_item_qkv(l, g / splits);
         attend_split(g / splits, g % splits, pos, HEADS, KVH, CAP, l * KVH * CAP * HD, SCALE, lid);
     }
 }
 
 fn phase_o(l: u32, wg: u32) {
+    let rows_per = WG / LANES_O;
+    if (wg * rows_per >= D) {
+        return;
+    }
+    partials_at = FLOW_PARTIALS + l * PARTIAL_WORDS;
     merge_splits(lid, step[0] / KC + 1u);
     workgroupBarrier();
     wo_base = l * O_STRIDE;
-    let rows_per = WG / LANES_O;
     let lane = lid % LANES_O;
     for (var g = wg; g * rows_per < D; g += P) {
         let row = row_of(g, LANES_O);
+        // The residual, loaded now and used after the products.
+        let residual_at = x_slot(2u * l) + min(row, D - 1u);
+        let residual = flow_bits(residual_at);
         var acc = 0.0;
         for (var i = 0u; i < (QW / 32u + LANES_O - 1u) / LANES_O; i++) {
             let blk = lane + i * LANES_O;
@@ -352,13 +401,13 @@ fn phase_o(l: u32, wg: u32) {
             if (HAS_BIAS == 1u) {
                 v += vectors[O_BIAS_AT + l * D + row];
             }
-            set_x(row, x_at(row) + v);
+            publish(x_slot(2u * l + 1u) + row, flow_value(residual_at, residual) + v);
         }
     }
 }
 
 fn phase_gate_up(l: u32, wg: u32) {
-    let inv = stage_gained_x(FFN_NORM_AT + l * D);
+    let inv = stage_gained_x(x_slot(2u * l + 1u), FFN_NORM_AT + l * D);
     wgate_base = l * GATE_STRIDE;
     wup_base = l * UP_STRIDE;
     let rows_per = WG / LANES_GU;
@@ -377,17 +426,25 @@ fn phase_gate_up(l: u32, wg: u32) {
         }
         let totals = lane_totals(acc, acc_b, LANES_GU) * inv;
         if (lane == 0u && row < FF) {
-            atomicStore(&hidden[row], bitcast<u32>(silu(totals.x) * totals.y));
+            publish(FLOW_HIDDEN + l * FF + row, silu(totals.x) * totals.y);
         }
     }
 }
 
 fn phase_down(l: u32, wg: u32) {
-    for (var i = 0u; i < (FF + WG - 1u) / WG; i++) {
-        let e = lid + i * WG;
-        let v = hidden_at(min(e, FF - 1u));
-        if (e < FF) {
-            set_xs(e, v);
+    let hidden = FLOW_HIDDEN + l * FF;
+    for (var spin = 0u; ; spin++) {
+        var unwritten = false;
+        for (var i = 0u; i < (FF + WG - 1u) / WG; i++) {
+            let e = lid + i * WG;
+            let bits = flow_bits(hidden + min(e, FF - 1u));
+            unwritten = unwritten || bits == 0u;
+            if (e < FF) {
+                set_xs(e, bitcast<f32>(bits));
+            }
+        }
+        if (!wait_again(unwritten, spin)) {
+            break;
         }
     }
     workgroupBarrier();
@@ -396,6 +453,8 @@ fn phase_down(l: u32, wg: u32) {
     let lane = lid % LANES_DOWN;
     for (var g = wg; g * rows_per < D; g += P) {
         let row = row_of(g, LANES_DOWN);
+        let residual_at = x_slot(2u * l + 1u) + min(row, D - 1u);
+        let residual = flow_bits(residual_at);
         var acc = 0.0;
         for (var i = 0u; i < (FF / 32u + LANES_DOWN - 1u) / LANES_DOWN; i++) {
             let blk = lane + i * LANES_DOWN;
@@ -404,13 +463,13 @@ fn phase_down(l: u32, wg: u32) {
         }
         let total = lane_totals(acc, 0.0, LANES_DOWN).x;
         if (lane == 0u && row < D) {
-            set_x(row, x_at(row) + total);
+            publish(x_slot(2u * l + 2u) + row, flow_value(residual_at, residual) + total);
         }
     }
 }
 
 fn phase_head(wg: u32) {
-    let inv = stage_gained_x(FINAL_NORM_AT);
+    let inv = stage_gained_x(x_slot(2u * L), FINAL_NORM_AT);
     let rows_per = WG / LANES_HEAD;
     let lane = lid % LANES_HEAD;
     var value = -3.4028235e38;
@@ -437,20 +496,28 @@ fn phase_head(wg: u32) {
     }
     let chosen = workgroup_best(value, index, lid);
     if (lid == 0u) {
-        atomicStore(&best[2u * wg], chosen.x);
-        atomicStore(&best[2u * wg + 1u], chosen.y);
+        publish(FLOW_BEST + 2u * wg, bitcast<f32>(chosen.x));
+        // The index + 1 (never 0); "none" (0xFFFFFFFF) stays as it is.
+        atomicStore(&flow[FLOW_BEST + 2u * wg + 1u], select(chosen.y + 1u, chosen.y, chosen.y == 0xFFFFFFFFu));
     }
 }
 
+// The best of the workgroups' candidates, by workgroup 0.
 fn phase_argmax() {
     var value = -3.4028235e38;
     var index = 0xFFFFFFFFu;
-    for (var w = lid; w < P; w += WG) {
-        let v = bitcast<f32>(atomicLoad(&best[2u * w]));
-        let i = atomicLoad(&best[2u * w + 1u]);
-        if (beats(v, i, value, index)) {
-            value = v;
-            index = i;
+    for (var i = 0u; i < (P + WG - 1u) / WG; i++) {
+        let w = min(lid + i * WG, P - 1u);
+        var v = flow_bits(FLOW_BEST + 2u * w);
+        var n = flow_bits(FLOW_BEST + 2u * w + 1u);
+        for (var spin = 0u; wait_again(v == 0u || n == 0u, spin); spin++) {
+            v = flow_bits(FLOW_BEST + 2u * w);
+            n = flow_bits(FLOW_BEST + 2u * w + 1u);
+        }
+        let candidate = select(n - 1u, n, n == 0xFFFFFFFFu);
+        if (beats(bitcast<f32>(v), candidate, value, index)) {
+            value = bitcast<f32>(v);
+            index = candidate;
         }
     }
     let chosen = workgroup_best(value, index, lid);
@@ -460,42 +527,39 @@ fn phase_argmax() {
     }
 }
 
+// Between phases: what the phase's touch loaded is folded in (needed only now, after the phase's
+// own loads were issued), and the workgroup's shared arrays are free again.
+fn next_phase() {
+    touched ^= pending;
+    workgroupBarrier();
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
     lid = local;
     let wg = group.x;
     phase_embedding(wg);
-    grid_arrive();
-    touch_qkv(0u, wg);
-    grid_wait();
+    next_phase();
     for (var l = 0u; l < L; l++) {
+        touch_qkv(l, wg);
         phase_qkv(l, wg);
-        grid_arrive();
+        next_phase();
         touch_attention(l, wg);
-        grid_wait();
         phase_attention(l, wg);
-        grid_arrive();
+        next_phase();
         touch_o(l, wg);
-        grid_wait();
         phase_o(l, wg);
-        grid_arrive();
+        next_phase();
         touch_gate_up(l, wg);
-        grid_wait();
         phase_gate_up(l, wg);
-        grid_arrive();
+        next_phase();
         touch_down(l, wg);
-        grid_wait();
         phase_down(l, wg);
-        grid_arrive();
-        if (l + 1u < L) {
-            touch_qkv(l + 1u, wg);
-        } else {
-            touch_head(wg);
-        }
-        grid_wait();
+        next_phase();
     }
+    touch_head(wg);
     phase_head(wg);
-    grid_sync();
+    next_phase();
     if (wg == 0u) {
         phase_argmax();
     }

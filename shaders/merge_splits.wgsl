@@ -1,66 +1,87 @@
 // shaders/merge_splits.wgsl — the split decode attention's partials (shaders/split_attention.wgsl)
-// merged into a product's staged input vector: every (head, split)'s maximum and sum, each head's
-// overall maximum and rescaled sum, each split's weight exp(m_s − m) / sum, then each element's
-// weighted Σ over the splits. Loops run S_MAX times and load unconditionally (splits past
-// `splits` clamped, then masked) so a thread's loads are issued together. Shared by decoder_matvec.wgsl (COMBINE) and the fused step; the including
-// kernel provides HEADS, HD, S_MAX, WG, partial_at(i) and set_xs(i, v).
+// merged into a product's staged input vector: element e of head h is Σ_s w_s·acc_s / Σ_s w_s·l_s
+// over the used splits s, with w_s = exp(m_s − max_s m_s). Three stages: every (head, split)'s
+// maximum and sum staged; each pair's weight and weighted sum, by the pair's own thread (which
+// reads its head's maxima itself: a thread per head walking its splits in turn made a serial
+// stage); each element's weighted Σ. Loops run a constant number of times and load
+// unconditionally (splits past `splits` read the last used one, so every load reads a written
+// partial, and are masked) so a thread's loads are issued together. Shared by
+// decoder_matvec.wgsl (COMBINE) and the fused step; the including kernel provides HEADS, HD,
+// S_MAX, WG, set_xs(i, v), and
+// - partial_bits(i): the partial's f32 bits, 0 while it is not yet written;
+// - wait_again(unwritten, spin): whether a pass that read an unwritten partial runs again (the
+//   fused step's work items run concurrently with the attention's; the dispatched kernel's
+//   partials are all written before it starts, and a 0 there is a real 0.0).
 
 const PAIRS: u32 = HEADS * S_MAX;
+const PAIR_ROUNDS: u32 = (PAIRS + WG - 1u) / WG;
+const ELEMENT_ROUNDS: u32 = (HEADS * HD + WG - 1u) / WG;
 
 var<workgroup> split_max: array<f32, PAIRS>;
 var<workgroup> split_sum: array<f32, PAIRS>;
-var<workgroup> head_max: array<f32, HEADS>;
-var<workgroup> head_sum: array<f32, HEADS>;
+var<workgroup> split_weight: array<f32, PAIRS>;
+var<workgroup> split_weighted_sum: array<f32, PAIRS>;
+
+// Pair (head, split) with the split clamped to the used ones.
+fn used_pair(pair: u32, splits: u32) -> u32 {
+    let p = min(pair, PAIRS - 1u);
+    return p - p % S_MAX + min(p % S_MAX, splits - 1u);
+}
 
 fn merge_splits(lid: u32, splits: u32) {
-    for (var i = 0u; i < (PAIRS + WG - 1u) / WG; i++) {
-        let pair = lid + i * WG;
-        let at = min(pair, PAIRS - 1u) * (HD + 2u);
-        let m = partial_at(at + HD);
-        let l = partial_at(at + HD + 1u);
-        if (pair < PAIRS && pair % S_MAX < splits) {
-            split_max[pair] = m;
-            split_sum[pair] = l;
-        }
-    }
-    workgroupBarrier();
-    if (lid < HEADS) {
-        var m = -3.4028235e38;
-        for (var s = 0u; s < S_MAX; s++) {
-            if (s < splits) {
-                m = max(m, split_max[lid * S_MAX + s]);
+    for (var spin = 0u; ; spin++) {
+        var unwritten = false;
+        for (var i = 0u; i < PAIR_ROUNDS; i++) {
+            let pair = lid + i * WG;
+            let at = used_pair(pair, splits) * (HD + 2u);
+            let m = partial_bits(at + HD);
+            let l = partial_bits(at + HD + 1u);
+            unwritten = unwritten || m == 0u || l == 0u;
+            if (pair < PAIRS) {
+                split_max[pair] = bitcast<f32>(m);
+                split_sum[pair] = bitcast<f32>(l);
             }
         }
-        var total = 0.0;
-        for (var s = 0u; s < S_MAX; s++) {
-            if (s < splits) {
-                total += split_sum[lid * S_MAX + s] * exp(split_max[lid * S_MAX + s] - m);
-            }
+        if (!wait_again(unwritten, spin)) {
+            break;
         }
-        head_max[lid] = m;
-        head_sum[lid] = total;
     }
     workgroupBarrier();
-    // split_max becomes each split's weight.
-    for (var i = 0u; i < (PAIRS + WG - 1u) / WG; i++) {
+    for (var i = 0u; i < PAIR_ROUNDS; i++) {
         let pair = lid + i * WG;
-        if (pair < PAIRS && pair % S_MAX < splits) {
-            let h = pair / S_MAX;
-            split_max[pair] = exp(split_max[pair] - head_max[h]) / head_sum[h];
-        }
-    }
-    workgroupBarrier();
-    for (var i = 0u; i < (HEADS * HD + WG - 1u) / WG; i++) {
-        let e = lid + i * WG;
-        if (e < HEADS * HD) {
-            let h = e / HD;
-            var acc = 0.0;
+        if (pair < PAIRS) {
+            let first = pair - pair % S_MAX;
+            var m = -3.4028235e38;
             for (var s = 0u; s < S_MAX; s++) {
-                let used = min(s, splits - 1u);
-                let v = partial_at((h * S_MAX + used) * (HD + 2u) + e % HD);
-                acc += select(0.0, v * split_max[h * S_MAX + used], s < splits);
+                m = max(m, split_max[first + min(s, splits - 1u)]);
             }
-            set_xs(e, acc);
+            let w = select(0.0, exp(split_max[pair] - m), pair % S_MAX < splits);
+            split_weight[pair] = w;
+            split_weighted_sum[pair] = w * split_sum[pair];
+        }
+    }
+    workgroupBarrier();
+    for (var spin = 0u; ; spin++) {
+        var unwritten = false;
+        for (var i = 0u; i < ELEMENT_ROUNDS; i++) {
+            let e = lid + i * WG;
+            let first = min(e, HEADS * HD - 1u) / HD * S_MAX;
+            var acc = 0.0;
+            var total = 0.0;
+            for (var s = 0u; s < S_MAX; s++) {
+                let pair = first + min(s, splits - 1u);
+                let bits = partial_bits(pair * (HD + 2u) + e % HD);
+                unwritten = unwritten || bits == 0u;
+                let used = s < splits;
+                acc += select(0.0, bitcast<f32>(bits) * split_weight[pair], used);
+                total += select(0.0, split_weighted_sum[pair], used);
+            }
+            if (e < HEADS * HD) {
+                set_xs(e, acc / total);
+            }
+        }
+        if (!wait_again(unwritten, spin)) {
+            break;
         }
     }
 }

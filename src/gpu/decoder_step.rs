@@ -1,12 +1,12 @@
 //! The fused decode step (shaders/decoder_step.wgsl): a whole greedy token step as one dispatch
-//! whose workgroups stay resident and meet at grid barriers between phases, instead of one
-//! dispatch per kernel. It reads every layer's matrices from stacks (resident.rs `Stack`) and
+//! whose workgroups stay resident and wait for the values they read (each written once per step
+//! into a dataflow slot of its own), instead of one dispatch per kernel. It reads every layer's matrices from stacks (resident.rs `Stack`) and
 //! its caches from one buffer per K and V, so a model can use it only when its layers share
 //! formats; the separate kernels (decoder.rs) remain the path for everything else.
 
 use super::cache;
 use super::context::Context;
-use super::decoder::{keys_per_split, splits, Heads, ARGMAX_REDUCE_WGSL, MERGE_SPLITS_WGSL, ONLINE_SOFTMAX_WGSL, SPLIT_ATTENTION_WGSL};
+use super::decoder::{decode_partials_len, keys_per_split, splits, Heads, ARGMAX_REDUCE_WGSL, MERGE_SPLITS_WGSL, ONLINE_SOFTMAX_WGSL, SPLIT_ATTENTION_WGSL};
 use super::resident::{bind_ranges, Range, Recorded, ResidentMatrix, Scale, Stack};
 use crate::error::{Error, Result};
 
@@ -19,13 +19,13 @@ const THREADS: usize = 256;
 const TILE: usize = 32;
 /// Most lanes per row for a phase too big to give each workgroup a single group of rows.
 const HEAD_LANES: usize = 9;
-/// Spins of a grid barrier before it gives up (≈ tens of ms: far beyond any real wait, far
+/// Passes of a wait for a dataflow word before the step gives up (≈ tens of ms: far beyond any real wait, far
 /// below a driver's watchdog).
 const SPIN_LIMIT: u32 = 1 << 20;
 /// Storage buffers the kernel binds.
-const STORAGE_BINDINGS: u32 = 22;
+const STORAGE_BINDINGS: u32 = 17;
 /// Resident workgroups on a GPU: one per compute unit of the largest GPUs we run on (an H100
-/// has 132). A GPU that cannot hold them all at once makes a barrier give up, and the sequence
+/// has 132). A GPU that cannot hold them all at once makes a wait give up, and the sequence
 /// falls back to separate dispatches.
 const GPU_WORKGROUPS: usize = 128;
 /// Why a sequence runs separate dispatches when `workgroups` chose none.
@@ -64,28 +64,53 @@ pub(crate) struct StepModel<'a> {
     pub offsets: VectorOffsets,
 }
 
-/// A sequence's buffers the step reads and writes. `grid` holds the barrier's counter and
-/// failure flag (cleared before each step); `best` 2 words per workgroup.
+/// A sequence's buffers the step reads and writes. `flow` (FlowLayout::words long, cleared
+/// before each step) holds the failure flag and the dataflow slots.
 pub(crate) struct StepBuffers<'a> {
     pub step: &'a wgpu::Buffer,
     pub tokens: &'a wgpu::Buffer,
-    pub grid: &'a wgpu::Buffer,
-    pub x: &'a wgpu::Buffer,
-    pub qkv: &'a wgpu::Buffer,
-    pub partials: &'a wgpu::Buffer,
-    pub hidden: &'a wgpu::Buffer,
+    pub flow: &'a wgpu::Buffer,
     pub logits: &'a wgpu::Buffer,
-    pub best: &'a wgpu::Buffer,
     pub k_cache: &'a wgpu::Buffer,
     pub v_cache: &'a wgpu::Buffer,
     pub rope: &'a wgpu::Buffer,
 }
 
+/// Where the step's dataflow slots sit in its `flow` buffer, in words: word 0 is the failure
+/// flag; then every value one workgroup writes and others read within a step, each in a word of
+/// its own, so a word is written once per step and 0 (the cleared state) means "not yet".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FlowLayout {
+    /// The residual stream: the embedding, then after each layer's attention and MLP (2L + 1 × D).
+    pub x: usize,
+    /// Each layer's Q|K|V row.
+    pub qkv: usize,
+    /// Each layer's SwiGLU hidden row.
+    pub hidden: usize,
+    /// Each layer's attention partials (decoder.rs's decode_partials_len).
+    pub partials: usize,
+    /// Each workgroup's best logit's bits and index.
+    pub best: usize,
+    pub words: usize,
+}
+
+impl FlowLayout {
+    pub(crate) fn of(m: &StepModel<'_>, heads: Heads, workgroups: usize) -> FlowLayout {
+        let qkv_width = (heads.heads + 2 * heads.kv_heads) * heads.head_dim;
+        let x = 1;
+        let qkv = x + (2 * m.layers + 1) * m.hidden;
+        let hidden = qkv + m.layers * qkv_width;
+        let partials = hidden + m.layers * m.intermediate;
+        let best = partials + m.layers * decode_partials_len(heads);
+        FlowLayout { x, qkv, hidden, partials, best, words: best + 2 * workgroups }
+    }
+}
+
 /// Workgroups the fused step runs on this adapter, or None for separate dispatches.
 /// `POLYVTD_GPU_STEP` = `fused` or `dispatches` decides; by default the fused step runs where it
 /// was verified: NVIDIA GPUs (GPU_WORKGROUPS) and CPU adapters (one workgroup: lavapipe runs a
-/// dispatch's workgroups on its own schedule, and two of them waiting on each other at a grid
-/// barrier gave wrong results there without tripping the spin limit). `POLYVTD_STEP_WORKGROUPS`
+/// dispatch's workgroups on its own schedule, and two of them waiting on each other gave wrong
+/// results there without tripping the spin limit). `POLYVTD_STEP_WORKGROUPS`
 /// overrides the count.
 pub(crate) fn workgroups(ctx: &Context) -> Option<usize> {
     let cpu = ctx.info.device_type == "Cpu";
@@ -128,7 +153,9 @@ pub(crate) fn unsupported(ctx: &Context, m: &StepModel<'_>, heads: Heads) -> Opt
     if limits.max_storage_buffers_per_shader_stage < STORAGE_BINDINGS {
         return Some(format!("the adapter binds {} storage buffers per stage, the fused step {STORAGE_BINDINGS}", limits.max_storage_buffers_per_shader_stage));
     }
-    let heads_floats = 2 * heads.heads * splits(heads.capacity) + 2 * heads.heads + 3 * heads.head_dim + TILE;
+    // merge_splits.wgsl's four per-(head, split) arrays, split_attention.wgsl's q, k and v and
+    // scores, the work item's staged Q|K|V rows.
+    let heads_floats = 4 * heads.heads * splits(heads.capacity) + 6 * heads.head_dim + TILE;
     // red, red_b and argmax_reduce.wgsl's values and indices: THREADS each.
     let bytes = 4 * (tile_floats(heads) + 4 * staged_vec4s(m, heads) + 4 * THREADS + heads_floats);
     if bytes as u32 > limits.max_compute_workgroup_storage_size {
@@ -141,7 +168,7 @@ pub(crate) fn unsupported(ctx: &Context, m: &StepModel<'_>, heads: Heads) -> Opt
 }
 
 /// The fused step for a sequence whose caches hold `heads.capacity` positions, on `workgroups`
-/// resident workgroups.
+/// resident workgroups; `b.flow` must hold FlowLayout::of(m, heads, workgroups).words words.
 pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &StepBuffers<'_>, workgroups: usize) -> Result<Recorded> {
     if let Some(why) = unsupported(ctx, m, heads) {
         return Err(Error::Gpu(why));
@@ -151,6 +178,7 @@ pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &Ste
     let o_ = &m.offsets;
     let (qkv_bias, o_bias) = o_.biases.unwrap_or((0, 0));
     let q_width = heads.heads * heads.head_dim;
+    let flow = FlowLayout::of(m, heads, workgroups);
     let header = format!(
         "const P: u32 = {workgroups}u;\nconst L: u32 = {}u;\nconst D: u32 = {}u;\nconst FF: u32 = {}u;\nconst QW: u32 = {q_width}u;\n\
          const KVW: u32 = {}u;\nconst HEADS: u32 = {}u;\nconst KVH: u32 = {}u;\nconst HD: u32 = {}u;\nconst VOCAB: u32 = {}u;\n\
@@ -162,6 +190,7 @@ pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &Ste
          const GATE_STRIDE: u32 = {}u;\nconst UP_STRIDE: u32 = {}u;\nconst DOWN_STRIDE: u32 = {}u;\n\
          const ATTN_NORM_AT: u32 = {}u;\nconst FFN_NORM_AT: u32 = {}u;\nconst FINAL_NORM_AT: u32 = {}u;\n\
          const QKV_BIAS_AT: u32 = {qkv_bias}u;\nconst O_BIAS_AT: u32 = {o_bias}u;\n\
+         const FLOW_X: u32 = {}u;\nconst FLOW_QKV: u32 = {}u;\nconst FLOW_HIDDEN: u32 = {}u;\nconst FLOW_PARTIALS: u32 = {}u;\nconst FLOW_BEST: u32 = {}u;\n\
          fn head_row_dot(row: u32, blk: u32, blocks: u32) -> f32 {{ return {head}_block_dot(row, blk, blocks, 0u); }}\n\
          fn head_row_touch(row: u32, blk: u32, blocks: u32) -> vec2<u32> {{ return {head}_touch(row, blk, blocks); }}\n",
         m.layers,
@@ -195,6 +224,11 @@ pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &Ste
         o_.attn_norm,
         o_.ffn_norm,
         o_.final_norm,
+        flow.x,
+        flow.qkv,
+        flow.hidden,
+        flow.partials,
+        flow.best,
         head = if m.head.is_some() { "head" } else { "emb" },
     );
     let names = ["wq", "wk", "wv", "wo", "wgate", "wup", "wdown"];
@@ -212,13 +246,8 @@ pub(crate) fn fused_step(ctx: &Context, m: &StepModel<'_>, heads: Heads, b: &Ste
     let mut entries = vec![
         (1, w(b.step)),
         (2, w(b.tokens)),
-        (3, w(b.grid)),
-        (4, w(b.x)),
-        (5, w(b.qkv)),
-        (6, w(b.partials)),
-        (7, w(b.hidden)),
+        (3, w(b.flow)),
         (8, w(b.logits)),
-        (9, w(b.best)),
         (10, w(b.k_cache)),
         (11, w(b.v_cache)),
         (12, w(b.rope)),

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use super::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::gpu::decoder::{self, AttentionBuffers, Epilogue, Heads, Product, Prologue, Shared};
-use crate::gpu::decoder_step::{self, StepBuffers, StepModel, Stacked, VectorOffsets};
+use crate::gpu::decoder_step::{self, FlowLayout, StepBuffers, StepModel, Stacked, VectorOffsets};
 use crate::gpu::resident::{Range, Recorded, ResidentMatrix, Stack};
 use crate::gpu::{context, register_resident_bytes, Context, GpuWeights, ResidentBytes};
 use crate::layers::{Layer, Param};
@@ -322,9 +322,9 @@ pub struct GpuState {
     k_cache: wgpu::Buffer,
     v_cache: wgpu::Buffer,
     rope: wgpu::Buffer,
-    /// The fused step's grid barrier (arrivals, failure flag) and per-workgroup best logits.
-    grid: wgpu::Buffer,
-    best: wgpu::Buffer,
+    /// The fused step's failure flag (word 0, read back with each token) and dataflow slots
+    /// (decoder_step.rs FlowLayout; only the flag without a fused step), cleared before each step.
+    flow: wgpu::Buffer,
     /// The fused step's resident workgroups; None where it is not used on this adapter.
     workgroups: Option<usize>,
     /// Where chosen tokens come back with the fused step's failure flag: slot 0 for a step read
@@ -348,6 +348,12 @@ pub struct GpuState {
     decode_labels: Vec<&'static str>,
     /// Counts this sequence's buffers in `pv.gpu_memory()` while it lives.
     resident: ResidentBytes,
+}
+
+/// The fused step's `flow` buffer of `words` words (decoder_step.rs FlowLayout).
+fn flow_buffer(ctx: &Context, words: usize) -> Result<wgpu::Buffer> {
+    use wgpu::BufferUsages as U;
+    ctx.empty_buffer("fused step dataflow", (words * 4).next_multiple_of(16) as u64, U::STORAGE | U::COPY_SRC | U::COPY_DST)
 }
 
 /// cos and sin of RoPE's angle for every position < capacity and pair, computed in f64 as the
@@ -389,8 +395,7 @@ impl GpuState {
             k_cache: ctx.empty_buffer("k cache", cache_bytes, cache_usage)?,
             v_cache: ctx.empty_buffer("v cache", cache_bytes, cache_usage)?,
             rope: ctx.storage("rope", &rope_table(m, capacity))?,
-            grid: f32s("grid barrier", 64, U::STORAGE | U::COPY_SRC | U::COPY_DST)?,
-            best: f32s("best logits", 2 * workgroups.unwrap_or(1), U::STORAGE)?,
+            flow: flow_buffer(ctx, 1)?,
             workgroups,
             token_staging: (0..=AHEAD_STEPS).map(|_| f32s("token staging", 4, U::MAP_READ | U::COPY_DST)).collect::<Result<_>>()?,
             logits_staging: f32s("logits staging", m.vocab, U::MAP_READ | U::COPY_DST)?,
@@ -426,7 +431,7 @@ impl GpuState {
     /// VRAM held by this sequence (caches and activations).
     pub fn bytes(&self) -> u64 {
         let buffers = [&self.step, &self.tokens, &self.x, &self.qkv, &self.attn, &self.partials, &self.h, &self.tile_partials, &self.logits, &self.rope];
-        let fused = [&self.grid, &self.best, &self.k_cache, &self.v_cache];
+        let fused = [&self.flow, &self.k_cache, &self.v_cache];
         buffers.iter().chain(&fused).map(|b| b.size()).sum::<u64>()
     }
 
@@ -501,16 +506,12 @@ impl GpuState {
             (Some(sm), Some(workgroups)) => match decoder_step::unsupported(m.ctx, &sm, heads) {
                 Some(why) => Some(why),
                 None => {
+                    self.flow = flow_buffer(m.ctx, FlowLayout::of(&sm, heads, workgroups).words)?;
                     let buffers = StepBuffers {
                         step: &self.step,
                         tokens: &self.tokens,
-                        grid: &self.grid,
-                        x: &self.x,
-                        qkv: &self.qkv,
-                        partials: &self.partials,
-                        hidden: &self.h,
+                        flow: &self.flow,
                         logits: &self.logits,
-                        best: &self.best,
                         k_cache: &self.k_cache,
                         v_cache: &self.v_cache,
                         rope: &self.rope,
@@ -533,14 +534,17 @@ impl GpuState {
     }
 
     /// Records one decode step (one new row) into `encoder`: the fused dispatch, or the
-    /// dispatch program without its head and argmax unless `head`. The grid barrier is cleared
-    /// either way, so its failure flag reads 0 after a step that did not use it.
+    /// dispatch program without its head and argmax unless `head`. A step without the head runs
+    /// as dispatches even where the fused step exists, since its caller's head reads `x`, which
+    /// the fused step does not write (its residual stream lives in the dataflow slots). The
+    /// dataflow slots are cleared either way, so the failure flag reads 0 after a step that did
+    /// not use them.
     fn record_decode(&self, encoder: &mut wgpu::CommandEncoder, positions: usize, head: bool) {
-        encoder.clear_buffer(&self.grid, 0, None);
+        encoder.clear_buffer(&self.flow, 0, None);
         let mut pass = encoder.begin_compute_pass(&Default::default());
-        match &self.fused {
-            Some(fused) => fused.record(&mut pass, 1, positions),
-            None => {
+        match (&self.fused, head) {
+            (Some(fused), true) => fused.record(&mut pass, 1, positions),
+            _ => {
                 let body = if head { &self.decode[..] } else { &self.decode[..self.decode.len() - 2] };
                 body.iter().for_each(|d| d.record(&mut pass, 1, positions));
             }
@@ -550,7 +554,7 @@ impl GpuState {
     /// Copies the chosen token and the fused step's failure flag to token staging `slot`.
     fn copy_token(&self, encoder: &mut wgpu::CommandEncoder, slot: usize) {
         encoder.copy_buffer_to_buffer(&self.tokens, 0, &self.token_staging[slot], 0, 4);
-        encoder.copy_buffer_to_buffer(&self.grid, 4, &self.token_staging[slot], 4, 4);
+        encoder.copy_buffer_to_buffer(&self.flow, 0, &self.token_staging[slot], 4, 4);
     }
 
     /// After a fused step gave up (its workgroups could not all be resident): the state runs
@@ -597,8 +601,9 @@ impl GpuState {
         self.rope = ctx.storage("rope", &rope_table(m, capacity))?;
         self.partials = ctx.empty_buffer("attention partials", (decoder::decode_partials_len(m.heads_for(capacity)) * 4) as u64, U::STORAGE)?;
         self.capacity = capacity;
+        self.record_programs(m)?;
         self.resident.set(self.bytes());
-        self.record_programs(m)
+        Ok(())
     }
 
     /// Feeds `ids` at the next positions; returns the greedy choice, made on the GPU. The step
@@ -625,7 +630,7 @@ impl GpuState {
                 self.submit(m, &ids[ids.len() - 1..], true)?;
                 token = self.read_token(m, 0, None)?;
             }
-            let token = token.ok_or_else(|| Error::Gpu("a decode step without the fused kernel reported a grid barrier failure".into()))?;
+            let token = token.ok_or_else(|| Error::Gpu("a decode step without the fused kernel reported a give-up".into()))?;
             self.last_chosen = Some(token);
             self.submit_ahead(m)?;
             Ok(token)
@@ -646,7 +651,7 @@ impl GpuState {
         })
     }
 
-    /// The token a step chose, or None when its fused kernel gave up at a grid barrier.
+    /// The token a step chose, or None when its fused kernel gave up waiting.
     fn read_token(&self, m: &GpuModel, slot: usize, submission: Option<wgpu::SubmissionIndex>) -> Result<Option<u32>> {
         let words = m.ctx.read_f32_after(&self.token_staging[slot], 2, submission)?;
         Ok((words[1].to_bits() == 0).then_some(words[0].to_bits()))
@@ -828,12 +833,12 @@ impl GpuState {
     }
 
     /// (µs recording, µs in all) per repeat of the fused step, each in a pass of its own after
-    /// its grid barrier is cleared.
+    /// its dataflow slots are cleared.
     fn time_fused(&self, ctx: &Context, fused: &Recorded, repeats: usize) -> Result<(f64, f64)> {
         let started = std::time::Instant::now();
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         for _ in 0..repeats {
-            encoder.clear_buffer(&self.grid, 0, None);
+            encoder.clear_buffer(&self.flow, 0, None);
             fused.record(&mut encoder.begin_compute_pass(&Default::default()), 1, self.len + 1);
         }
         self.copy_token(&mut encoder, 0);
