@@ -108,9 +108,9 @@ impl FlowLayout {
 
 /// Workgroups the fused step runs on this adapter, or None for separate dispatches.
 /// `POLYVTD_GPU_STEP` = `fused` or `dispatches` decides; by default the fused step runs where it
-/// was verified: NVIDIA GPUs (GPU_WORKGROUPS) and CPU adapters (one workgroup: lavapipe runs a
-/// dispatch's workgroups on its own schedule, and two of them waiting on each other gave wrong
-/// results there without tripping the spin limit). `POLYVTD_STEP_WORKGROUPS`
+/// was verified: NVIDIA GPUs (GPU_WORKGROUPS) and CPU adapters (one workgroup: with three or more
+/// workgroups waiting on each other's values, lavapipe gave wrong tokens without tripping the
+/// spin limit, even with a thread for each). `POLYVTD_STEP_WORKGROUPS`
 /// overrides the count.
 pub(crate) fn workgroups(ctx: &Context) -> Option<usize> {
     let cpu = ctx.info.device_type == "Cpu";
