@@ -1,8 +1,9 @@
 //! The fused decode step (shaders/decoder_step.wgsl): a whole greedy token step as one dispatch
 //! whose workgroups stay resident and wait for the values they read (each written once per step
-//! into a dataflow slot of its own), instead of one dispatch per kernel. It reads every layer's matrices from stacks (resident.rs `Stack`) and
-//! its caches from one buffer per K and V, so a model can use it only when its layers share
-//! formats; the separate kernels (decoder.rs) remain the path for everything else.
+//! into a dataflow slot of its own), instead of one dispatch per kernel. It reads every layer's
+//! matrices from stacks (resident.rs `Stack`) and its caches from one buffer per K and V, so a
+//! model can use it only when its layers share formats; the separate kernels (decoder.rs) remain
+//! the path for everything else.
 
 use super::cache;
 use super::context::Context;
