@@ -286,9 +286,15 @@ fn touch_head(wg: u32) {
     }
 }
 
+// By workgroup 0 alone: it also writes the next token into tokens[0] at the end of the step, so
+// its program order keeps this read before that write (a read in another workgroup would be
+// ordered against it by nothing but the atomics' causality).
 fn phase_embedding(wg: u32) {
+    if (wg != 0u) {
+        return;
+    }
     let token = tokens[0];
-    for (var e = wg * WG + lid; e < D; e += P * WG) {
+    for (var e = lid; e < D; e += WG) {
         publish(x_slot(0u) + e, emb_at(token, e, D / 32u));
     }
 }
