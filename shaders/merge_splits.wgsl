@@ -3,7 +3,7 @@
 // over the used splits s, with w_s = exp(m_s − max_s m_s).
 // - One pass loads every partial a thread reads: its pairs' maxima and sums into workgroup
 //   memory, its elements' values of every split into registers (ELEMENT_ROUNDS × S_MAX of them:
-//   48 for SmolLM2), so the values do not wait for the weights. Loading them after the weights
+//   24–48 for SmolLM2), so the values do not wait for the weights. Loading them after the weights
 //   cost the fused step a second memory round trip per block (decode 1 800 → 2 070 tok/s on the
 //   H100 without it).
 // - Each pair's weight and weighted sum, by the pair's own thread, which reads its head's maxima

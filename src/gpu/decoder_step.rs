@@ -20,8 +20,8 @@ const THREADS: usize = 256;
 const TILE: usize = 32;
 /// Most lanes per row for a phase too big to give each workgroup a single group of rows.
 const HEAD_LANES: usize = 9;
-/// Passes of a wait for a dataflow word before the step gives up (≈ tens of ms: far beyond any real wait, far
-/// below a driver's watchdog).
+/// Passes of a wait for a dataflow word before the step gives up (≈ tens of ms: far beyond any
+/// real wait, far below a driver's watchdog).
 const SPIN_LIMIT: u32 = 1 << 20;
 /// Storage buffers the kernel binds.
 const STORAGE_BINDINGS: u32 = 17;
@@ -111,8 +111,7 @@ impl FlowLayout {
 /// `POLYVTD_GPU_STEP` = `fused` or `dispatches` decides; by default the fused step runs where it
 /// was verified: NVIDIA GPUs (GPU_WORKGROUPS) and CPU adapters (one workgroup: with three or more
 /// workgroups waiting on each other's values, lavapipe gave wrong tokens without tripping the
-/// spin limit, even with a thread for each). `POLYVTD_STEP_WORKGROUPS`
-/// overrides the count.
+/// spin limit, even with a thread for each). `POLYVTD_STEP_WORKGROUPS` overrides the count.
 pub(crate) fn workgroups(ctx: &Context) -> Option<usize> {
     let cpu = ctx.info.device_type == "Cpu";
     let chosen = match std::env::var("POLYVTD_GPU_STEP").ok().as_deref() {

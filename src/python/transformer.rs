@@ -119,7 +119,8 @@ impl PyDecodeSession {
     }
 
     /// How this GPU sequence runs a decode step: ("fused", None) — one dispatch whose workgroups
-    /// hand each other the step's values through dataflow slots — or ("dispatches", why not fused); ("cpu", None) on the CPU.
+    /// hand each other the step's values through dataflow slots — or ("dispatches", why not
+    /// fused); ("cpu", None) on the CPU.
     #[getter]
     fn gpu_step(&self) -> (String, Option<String>) {
         match &self.state.lock().unwrap().decode {
